@@ -1,0 +1,149 @@
+/** `vmfactory vm create|list|exec|destroy`. @module */
+import { UsageError } from "../lib/errors.ts";
+import type { VmFactory } from "../lib/factory/vm_factory.ts";
+import { AgentClient } from "../lib/guest/agent_client.ts";
+import { stopQemu } from "../lib/qemu/qemu_process.ts";
+import type { VmRecord } from "../lib/vm/vm_record.ts";
+import { commandContext, type CommandContext, ms, say } from "./_context.ts";
+
+/** Picks the factory the configuration enables: template, VMCache client, or direct. */
+async function factoryFor(
+  ctx: CommandContext,
+  opts: { strict?: boolean; fallback?: boolean },
+): Promise<VmFactory & { refill?: () => Promise<void> }> {
+  const { settings, store } = ctx;
+  if (settings.enableTemplate) {
+    const { TemplateFactory } = await import("../lib/template/template_factory.ts");
+    return new TemplateFactory(settings, store, { strict: opts.strict, log: say });
+  }
+  if (settings.vmCacheNumber > 0) {
+    const { CacheClientFactory } = await import("../lib/cache/cache_client_factory.ts");
+    return new CacheClientFactory(settings, store, { fallback: opts.fallback, log: say });
+  }
+  const { resolveBootPlan } = await import("../lib/factory/boot_plan.ts");
+  const { DirectFactory } = await import("../lib/factory/direct_factory.ts");
+  return new DirectFactory(await resolveBootPlan(settings, { onNotice: say }), store);
+}
+
+/** `vm create`: prints the record (JSON with --json) and returns the exit code. */
+export async function runVmCreate(opts: {
+  cpus?: number;
+  memory?: number;
+  hostname?: string;
+  strict?: boolean;
+  fallback?: boolean;
+  json?: boolean;
+  config?: string;
+}): Promise<number> {
+  const ctx = await commandContext(opts);
+  const factory = await factoryFor(ctx, opts);
+  const record = await factory.getVm({
+    cpus: opts.cpus,
+    memoryMiB: opts.memory,
+    hostname: opts.hostname,
+  });
+  if (opts.json) console.log(JSON.stringify(record, null, 2));
+  else {
+    const phases = Object.entries(record.timings.phases).map(([k, v]) =>
+      `${k.replace(/Ms$/, "")} ${ms(v)}`
+    ).join(", ");
+    console.log(record.id);
+    say(
+      `${record.source} VM ${record.id} (pid ${record.pid}, ${record.cpus} vCPU, ${record.memoryMiB} MiB) ready in ${
+        ms(record.timings.totalMs)
+      } (${phases})`,
+    );
+  }
+  await factory.refill?.();
+  await factory.close();
+  return 0;
+}
+
+/** `vm list`. */
+export async function runVmList(opts: { json?: boolean; config?: string }): Promise<number> {
+  const { store } = await commandContext(opts);
+  const entries = await store.list();
+  if (opts.json) {
+    console.log(JSON.stringify(
+      { vms: entries.map((e) => ({ ...e.record, state: e.alive ? "running" : "dead" })) },
+      null,
+      2,
+    ));
+    return 0;
+  }
+  if (entries.length === 0) {
+    say("no VMs (create one with `vmfactory vm create`)");
+    return 0;
+  }
+  const rows = [["ID", "STATE", "SOURCE", "PID", "CPUS", "MEMORY", "HOSTNAME", "CREATED"]];
+  for (const { record: r, alive } of entries) {
+    rows.push([
+      r.id,
+      alive ? "running" : "dead",
+      r.source,
+      String(r.pid),
+      String(r.cpus),
+      `${r.memoryMiB} MiB`,
+      r.hostname,
+      r.createdAt,
+    ]);
+  }
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
+  for (const row of rows) console.log(row.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd());
+  const dead = entries.filter((e) => !e.alive).length;
+  if (dead) say(`${dead} VM(s) are dead (QEMU exited); \`vmfactory vm destroy <id>\` removes them`);
+  return 0;
+}
+
+/** `vm exec ID -- CMD...`: streams output, returns the command's exit code. */
+export async function runVmExec(
+  id: string,
+  command: string[],
+  opts: { shell?: string; timeout?: number; config?: string },
+): Promise<number> {
+  if (!opts.shell && command.length === 0) {
+    throw new UsageError("run a command", "give a command after `--` or use --shell");
+  }
+  const { store } = await commandContext(opts);
+  const { record, alive } = await store.find(id);
+  if (!alive) {
+    throw new UsageError(`run a command in VM ${record.id}`, "its QEMU is not running");
+  }
+  const agent = await AgentClient.connect(record.agentSocket, { timeoutMs: 10_000 });
+  try {
+    const res = await agent.exec(opts.shell ? { shell: opts.shell } : command, {
+      timeoutMs: opts.timeout ? opts.timeout * 1000 : 0,
+      onStdout: (chunk) => Deno.stdout.writeSync(chunk),
+      onStderr: (chunk) => Deno.stderr.writeSync(chunk),
+    });
+    if (res.truncated) say("vmfactory: output truncated at the agent's limit");
+    if (res.timedOut) say(`vmfactory: killed after ${opts.timeout} s`);
+    return res.exitCode;
+  } finally {
+    agent.close();
+  }
+}
+
+/** Stops one VM and removes its folder. */
+export async function destroyVm(record: VmRecord, store: CommandContext["store"]): Promise<void> {
+  await stopQemu({ pid: record.pid, qmpSocket: record.qmpSocket }, { graceMs: 1000 });
+  await store.remove(record.dir);
+}
+
+/** `vm destroy ID... | --all`. */
+export async function runVmDestroy(
+  ids: string[],
+  opts: { all?: boolean; config?: string },
+): Promise<number> {
+  if (!opts.all && ids.length === 0) {
+    throw new UsageError("destroy VMs", "give VM ids or --all");
+  }
+  const { store } = await commandContext(opts);
+  const records = opts.all
+    ? (await store.list()).map((e) => e.record)
+    : await Promise.all(ids.map(async (id) => (await store.find(id)).record));
+  await Promise.all(records.map((r) => destroyVm(r, store)));
+  if (opts.all) await store.removeIncomplete();
+  say(`destroyed ${records.length} VM(s)`);
+  return 0;
+}

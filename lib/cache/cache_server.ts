@@ -1,0 +1,367 @@
+/**
+ * The VMCache gRPC server: Kata's `cache.CacheService` on a Unix socket.
+ *
+ * It speaks unary gRPC directly on `node:http2` (with the proto-loader serializers of
+ * {@link loadCacheGrpc}) instead of through grpc-js's `Server`, because it must own each
+ * connection: Deno 2.9's `node:http2` aborts the whole process inside nghttp2 while it handles a
+ * GOAWAY (denoland/deno#36788), and every grpc-js client sends one when it closes its channel. So
+ * the server accepts connections itself, strips client GOAWAY frames before nghttp2 sees them
+ * (see `_h2_goaway_filter.ts`) and never sends GOAWAY: it ends a connection by closing its socket.
+ *
+ * VMs come from a {@link CacheVmSource} (the lead's VMCache). A VM the server took for a call whose
+ * client went away before the reply was fully written goes back through
+ * {@link CacheVmSource.giveBack}; without that method the server logs it, so no VM vanishes silently.
+ * @module
+ */
+
+import http2 from "node:http2";
+import net, { type Socket } from "node:net";
+import process from "node:process";
+import type { ServiceDefinition } from "@grpc/grpc-js";
+import { UsageError, VmfactoryError } from "../errors.ts";
+import { type FilteredConnection, filterConnection } from "./_h2_goaway_filter.ts";
+import { CacheClient } from "./cache_client.ts";
+import { loadCacheGrpc } from "./cache_proto.ts";
+
+/** A ready VM as the source hands it out; `pid` (its QEMU) is for logs and stays off the wire. */
+export interface CacheVm {
+  /** VM id, sent as `GrpcVM.id`. */
+  id: string;
+  /** JSON telling the client how to take the VM over, sent as `GrpcVM.hypervisor`. */
+  hypervisor: Uint8Array;
+  /** vCPUs, sent as `GrpcVM.cpu`. */
+  cpu: number;
+  /** Memory in MiB, sent as `GrpcVM.memory`. */
+  memory: number;
+  /** QEMU pid of the VM. */
+  pid: number;
+}
+
+/** Where the server gets VMs from; implemented by the VMCache. */
+export interface CacheVmSource {
+  /** Waits for a ready VM and removes it from the cache; must reject once `signal` aborts. */
+  take(signal: AbortSignal): Promise<CacheVm>;
+  /** The VMs currently cached (for `Status`). */
+  status(): { pid: number; cpu: number; memory: number }[];
+  /** Opaque configuration blobs (for `Config`). */
+  config(): { data: Uint8Array; agentConfig: Uint8Array };
+  /**
+   * Receives a VM that was taken for a client that went away before the reply was written; the
+   * source may cache it again or destroy it. May be called while the server runs or closes.
+   */
+  giveBack?(vm: CacheVm, reason: string): void;
+}
+
+/** Options of {@link startCacheServer}. */
+export interface CacheServerOptions {
+  /** Unix socket path; its parent folder is created (mode 0700) if missing. */
+  socketPath: string;
+  /** The VMs to serve. */
+  source: CacheVmSource;
+  /** Receives one line per notable event (stale socket replaced, VM given back, quit). */
+  log?: (line: string) => void;
+  /** How long `GetBaseVM` waits for a ready VM (ms, default 60 000); a shorter client deadline wins. */
+  takeTimeoutMs?: number;
+}
+
+/** A running server. */
+export interface CacheServerHandle {
+  /** The socket the server listens on. */
+  socketPath: string;
+  /** Resolves once the server stopped (after `Quit` or {@link CacheServerHandle.close}). */
+  closed: Promise<void>;
+  /** Stops the server, fails waiting calls with UNAVAILABLE and removes the socket; idempotent. */
+  close(): Promise<void>;
+  /** Registers a callback run once when a client calls `Quit`, before the server closes. */
+  onQuit(cb: () => void): void;
+}
+
+const enum Code {
+  Ok = 0,
+  DeadlineExceeded = 4,
+  Unimplemented = 12,
+  Internal = 13,
+  Unavailable = 14,
+}
+
+type Stream = http2.ServerHttp2Stream;
+type Reply = { code: Code.Ok; message: Uint8Array } | { code: Code; error: string };
+
+/**
+ * Starts the VMCache server on `socketPath`. A stale socket (nothing listening) is replaced; a
+ * live server on it makes this throw a {@link UsageError}.
+ */
+export async function startCacheServer(options: CacheServerOptions): Promise<CacheServerHandle> {
+  const { socketPath, source } = options;
+  const log = options.log ?? (() => {});
+  const takeTimeoutMs = options.takeTimeoutMs ?? 60_000;
+  const { service } = await loadCacheGrpc();
+  await prepareSocketPath(socketPath, log);
+
+  const shutdown = new AbortController();
+  const sockets = new Set<Socket>();
+  let activeStreams = 0;
+  let idle: PromiseWithResolvers<void> | undefined; // set while close() waits for replies
+  const quitCallbacks: (() => void)[] = [];
+  const closed = Promise.withResolvers<void>();
+  let closing: Promise<void> | undefined;
+
+  const giveBack = (vm: CacheVm, reason: string) => {
+    log(`VM ${vm.id} (pid ${vm.pid}) returned to the cache: ${reason}`);
+    source.giveBack?.(vm, reason);
+    if (!source.giveBack) {
+      log(`VM ${vm.id} (pid ${vm.pid}) has no owner now: the source has no giveBack`);
+    }
+  };
+
+  type Handler = (stream: Stream, timeoutMs: number, conn: FilteredConnection) => Promise<Reply>;
+  const handlers: Record<string, Handler> = {
+    Config: () => {
+      const c = source.config();
+      return Promise.resolve(ok(service.Config, { Data: c.data, AgentConfig: c.agentConfig }));
+    },
+    Status: () =>
+      Promise.resolve(ok(service.Status, { pid: process.pid, vmstatus: source.status() })),
+    Quit: (stream) => {
+      stream.once("close", () => void quit());
+      return Promise.resolve(ok(service.Quit, {}));
+    },
+    GetBaseVM: async (stream, timeoutMs, conn) => {
+      const ms = Math.min(takeTimeoutMs, timeoutMs);
+      const signal = AbortSignal.any([
+        shutdown.signal,
+        AbortSignal.timeout(ms),
+        onClose(stream),
+        conn.gone,
+      ]);
+      let vm: CacheVm;
+      try {
+        vm = await source.take(signal);
+      } catch (err) {
+        if (shutdown.signal.aborted) {
+          return { code: Code.Unavailable, error: "the VMCache server is stopping" };
+        }
+        if (signal.aborted) {
+          const error = `no cached VM became ready within ${ms} ms`;
+          return { code: Code.DeadlineExceeded, error };
+        }
+        return {
+          code: Code.Unavailable,
+          error: `the cache failed to provide a VM: ${message(err)}`,
+        };
+      }
+      if (stream.closed || stream.destroyed || conn.gone.aborted) {
+        giveBack(vm, "the client went away before the reply");
+        return { code: Code.Unavailable, error: "client gone" };
+      }
+      const reply = ok(service.GetBaseVM, {
+        id: vm.id,
+        hypervisor: vm.hypervisor,
+        cpu: vm.cpu,
+        memory: vm.memory,
+      });
+      // Delivered once the stream closed cleanly after our trailers and the socket accepted every
+      // byte written up to then; a client killed after that point loses the VM (no ack exists).
+      stream.once("close", async () => {
+        const clean = stream.rstCode === http2.constants.NGHTTP2_NO_ERROR && stream.sentTrailers;
+        if (!clean || !await conn.writesOk()) {
+          giveBack(vm, "the client went away before the reply was written");
+        }
+      });
+      return reply;
+    },
+  };
+
+  const connections = new WeakMap<http2.Http2Session, FilteredConnection>();
+  let accepted: FilteredConnection | undefined;
+  const h2 = http2.createServer({ settings: { maxConcurrentStreams: 32 } });
+  h2.on("session", (session) => {
+    session.on("error", () => {}); // dying clients are normal
+    if (accepted) connections.set(session, accepted); // "session" fires inside emit("connection")
+  });
+  h2.on("stream", (stream: Stream, headers: http2.IncomingHttpHeaders) => {
+    activeStreams++;
+    stream.once("close", () => {
+      if (--activeStreams === 0) idle?.resolve();
+    });
+    stream.on("error", () => {});
+    const path = String(headers[":path"] ?? "");
+    const name = path.startsWith("/cache.CacheService/") ? path.slice(20) : "";
+    const handler = Object.hasOwn(handlers, name) ? handlers[name] : undefined;
+    const chunks: Uint8Array[] = [];
+    stream.on("data", (chunk: Uint8Array) => chunks.push(chunk));
+    stream.once("end", async () => {
+      let reply: Reply;
+      if (!handler) {
+        reply = { code: Code.Unimplemented, error: `no such method ${path}` };
+      } else if (!isUnaryFrame(chunks)) {
+        reply = { code: Code.Internal, error: "malformed gRPC request message" };
+      } else {
+        try {
+          const conn = connections.get(stream.session!)!;
+          reply = await handler(stream, parseGrpcTimeout(headers["grpc-timeout"]), conn);
+        } catch (err) {
+          reply = { code: Code.Internal, error: `${name} failed: ${message(err)}` };
+        }
+      }
+      send(stream, reply);
+    });
+  });
+  h2.on("error", (err) => log(`server error: ${message(err)}`));
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+    socket.on("error", () => {});
+    accepted = filterConnection(socket);
+    h2.emit("connection", accepted.duplex);
+    accepted = undefined;
+  });
+
+  const previousUmask = process.umask(0o177); // the socket is born 0600
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(socketPath, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+  } finally {
+    process.umask(previousUmask);
+  }
+  Deno.chmodSync(socketPath, 0o600);
+  const socketIno = Deno.statSync(socketPath).ino;
+
+  const close = () => {
+    closing ??= (async () => {
+      shutdown.abort(); // waiting GetBaseVM calls answer UNAVAILABLE
+      const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+      if (activeStreams > 0) {
+        idle = Promise.withResolvers();
+        const grace = setTimeout(idle.resolve, 1000);
+        await idle.promise;
+        clearTimeout(grace);
+      }
+      for (const socket of sockets) socket.destroy();
+      await stopped;
+      try {
+        if (Deno.statSync(socketPath).ino === socketIno) Deno.removeSync(socketPath);
+      } catch { /* already gone */ }
+      closed.resolve();
+    })();
+    return closing;
+  };
+  const quit = async () => {
+    if (closing) return;
+    log("Quit received: stopping the VMCache server");
+    for (const cb of quitCallbacks.splice(0)) {
+      try {
+        cb();
+      } catch (err) {
+        log(`onQuit callback failed: ${message(err)}`);
+      }
+    }
+    await close();
+  };
+
+  return {
+    socketPath,
+    closed: closed.promise,
+    close,
+    onQuit: (cb) => void quitCallbacks.push(cb),
+  };
+}
+
+function ok(method: ServiceDefinition[string], value: unknown): Reply {
+  return { code: Code.Ok, message: method.responseSerialize(value) };
+}
+
+function send(stream: Stream, reply: Reply): void {
+  if (stream.closed || stream.destroyed) return;
+  if (reply.code !== Code.Ok || !("message" in reply)) {
+    const error = "error" in reply ? reply.error : "";
+    stream.respond({
+      ":status": 200,
+      "content-type": "application/grpc",
+      "grpc-status": String(reply.code),
+      "grpc-message": encodeURIComponent(error),
+    }, { endStream: true });
+    return;
+  }
+  stream.respond({ ":status": 200, "content-type": "application/grpc" }, {
+    waitForTrailers: true,
+  });
+  stream.once("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+  const frame = new Uint8Array(5 + reply.message.length);
+  new DataView(frame.buffer).setUint32(1, reply.message.length);
+  frame.set(reply.message, 5);
+  stream.end(frame);
+}
+
+/** True when the request body is exactly one uncompressed length-prefixed message. */
+function isUnaryFrame(chunks: Uint8Array[]): boolean {
+  const body = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let at = 0;
+  for (const c of chunks) body.set(c, (at += c.length) - c.length);
+  if (body.length < 5 || body[0] !== 0) return false;
+  return new DataView(body.buffer).getUint32(1) === body.length - 5;
+}
+
+/** Parses a `grpc-timeout` header ("100m", "5S"...) into ms; Infinity when absent or invalid. */
+export function parseGrpcTimeout(value: string | string[] | undefined): number {
+  const match = typeof value === "string" ? /^(\d{1,8})([HMSmun])$/.exec(value) : null;
+  if (!match) return Infinity;
+  const unitMs = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 }[match[2]]!;
+  return Number(match[1]) * unitMs;
+}
+
+function onClose(stream: Stream): AbortSignal {
+  const ac = new AbortController();
+  stream.once("close", () => ac.abort());
+  return ac.signal;
+}
+
+function message(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Creates the parent folder, replaces a stale socket, refuses a live one or a non-socket file. */
+async function prepareSocketPath(socketPath: string, log: (line: string) => void): Promise<void> {
+  const parent = socketPath.slice(0, socketPath.lastIndexOf("/")) || "/";
+  Deno.mkdirSync(parent, { recursive: true, mode: 0o700 });
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.lstatSync(socketPath);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return;
+    throw err;
+  }
+  const action = "start the VMCache server";
+  if (!info.isSocket) throw new UsageError(action, `${socketPath} exists and is not a socket`);
+  try {
+    const conn = await Deno.connect({ transport: "unix", path: socketPath });
+    conn.close();
+  } catch (err) {
+    if (!(err instanceof Deno.errors.ConnectionRefused)) {
+      throw new VmfactoryError(action, `cannot probe ${socketPath}: ${message(err)}`);
+    }
+    log(`replacing stale socket ${socketPath} (nothing listens on it)`);
+    Deno.removeSync(socketPath);
+    return;
+  }
+  const pid = await livePid(socketPath);
+  const who = pid === undefined ? "" : ` (pid ${pid})`;
+  throw new UsageError(action, `another server is listening on ${socketPath}${who}`);
+}
+
+async function livePid(socketPath: string): Promise<number | undefined> {
+  let client: CacheClient | undefined;
+  try {
+    client = await CacheClient.connect(socketPath, { timeoutMs: 2000 });
+    return (await client.status()).pid;
+  } catch {
+    return undefined;
+  } finally {
+    client?.close();
+  }
+}

@@ -1,0 +1,128 @@
+/**
+ * Loads the effective Kata configuration: the main file plus its `config.d/` drop-ins, merged,
+ * with the file and line that set each key. Uses smol-toml (cheap to import), not the linter.
+ * @module
+ */
+import { parse, TomlError } from "smol-toml";
+import { UsageError } from "../errors.ts";
+import { BUILTIN_DEFAULT_TOML, BUILTIN_PATH } from "./builtin_default.ts";
+import { type KeySpan, locateKeys, pathKey } from "./_locate_keys.ts";
+import { dropInPaths, resolveConfigPath } from "./resolve_config_path.ts";
+
+/** Where something is written: a file and a 1-based span (end exclusive). */
+export interface Location {
+  path: string;
+  line: number;
+  column: number;
+  endLine: number;
+  endColumn: number;
+}
+
+/** One file that contributed to the configuration (`path` is `<builtin>` for the default). */
+export interface ConfigSource {
+  path: string;
+  text: string;
+}
+
+/** The effective configuration. */
+export interface LoadedConfig {
+  /** The main file, then its drop-ins in order; only the built-in default when no file exists. */
+  sources: ConfigSource[];
+  /** Merged values (nested plain objects); later drop-ins win per key. */
+  values: Record<string, unknown>;
+  /** Where the winning value of `keyPath` was written; for a table, where it was first defined. */
+  origin(keyPath: string[]): Location | undefined;
+}
+
+/** The configuration is not valid TOML; `positions` lists where. The CLI exits 2. */
+export class ConfigError extends UsageError {
+  /** Where the problems are. */
+  readonly positions: Location[];
+  /** Builds "Cannot read the configuration: <detail>". */
+  constructor(detail: string, positions: Location[] = [], options?: { cause?: unknown }) {
+    super("read the configuration", detail, options);
+    this.positions = positions;
+  }
+}
+
+/**
+ * Finds the configuration file the way Kata does ({@link resolveConfigPath}), reads it and its
+ * drop-ins and merges them; falls back to the built-in default when no file exists.
+ * Throws {@link ConfigError} on a syntax error and {@link UsageError} on an unreadable file.
+ */
+export async function loadConfig(
+  opts: { config?: string; env?: Record<string, string | undefined> },
+): Promise<LoadedConfig> {
+  const main = resolveConfigPath(opts);
+  const sources: ConfigSource[] = main === undefined
+    ? [{ path: BUILTIN_PATH, text: BUILTIN_DEFAULT_TOML }]
+    : await Promise.all([main, ...dropInPaths(main)].map(readSource));
+  return mergeSources(sources);
+}
+
+/** Merges already-read sources (later ones win per key); throws {@link ConfigError} on bad TOML. */
+export function mergeSources(sources: ConfigSource[]): LoadedConfig {
+  const values: Record<string, unknown> = {};
+  const errors: Location[] = [];
+  const messages: string[] = [];
+  for (const source of sources) {
+    try {
+      mergeInto(values, parse(source.text, { integersAsBigInt: "asNeeded" }));
+    } catch (err) {
+      if (!(err instanceof TomlError)) throw err;
+      const at = { path: source.path, line: err.line, column: err.column };
+      errors.push({ ...at, endLine: err.line, endColumn: err.column + 1 });
+      messages.push(`${at.path}:${at.line}:${at.column}: ${err.message.split("\n")[0]}`);
+    }
+  }
+  if (errors.length > 0) throw new ConfigError(messages.join("; "), errors);
+  const spans: (Map<string, KeySpan> | undefined)[] = [];
+  return {
+    sources,
+    values,
+    origin(keyPath) {
+      const k = pathKey(keyPath);
+      // A value comes from the last file that set it; a table from the first that defined it.
+      let v: unknown = values;
+      for (const p of keyPath) v = isTable(v) ? v[p] : undefined;
+      const order = sources.map((_, i) => i);
+      if (!isTable(v)) order.reverse();
+      for (const i of order) {
+        spans[i] ??= locateKeys(sources[i].text);
+        const span = spans[i]!.get(k);
+        if (span) return { path: sources[i].path, ...span };
+      }
+      return undefined;
+    },
+  };
+}
+
+async function readSource(path: string): Promise<ConfigSource> {
+  try {
+    return { path, text: await Deno.readTextFile(path) };
+  } catch (err) {
+    throw new UsageError(`read ${path}`, err instanceof Error ? err.message : String(err));
+  }
+}
+
+function isTable(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof Date);
+}
+
+function mergeInto(target: Record<string, unknown>, src: Record<string, unknown>): void {
+  for (const [k, v] of Object.entries(src)) {
+    if (isTable(v)) {
+      if (!isTable(target[k])) target[k] = {};
+      mergeInto(target[k] as Record<string, unknown>, v);
+    } else target[k] = Array.isArray(v) ? v.map(plain) : v;
+  }
+}
+
+/** smol-toml makes null-prototype objects; the contract promises plain ones. */
+function plain(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(plain);
+  if (!isTable(v)) return v;
+  const out: Record<string, unknown> = {};
+  mergeInto(out, v);
+  return out;
+}

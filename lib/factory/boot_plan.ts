@@ -1,0 +1,135 @@
+/**
+ * What every VM of a configuration boots with: QEMU binary, kernel, initrd, command line,
+ * accelerator and machine shape, resolved once from the settings.
+ * @module
+ */
+import type { Settings } from "../config/settings.ts";
+import { UsageError } from "../errors.ts";
+import { buildGuest, type BuildPhase, GUEST_APPEND } from "../guest/build_guest.ts";
+import { cachedAccel } from "../qemu/accel.ts";
+import type { QemuMemory, QemuSpec } from "../qemu/qemu_command.ts";
+import { assertQemuInstalled } from "../qemu/qemu_process.ts";
+import type { VmPaths } from "../vm/vm_store.ts";
+
+/** Everything a VM of this configuration boots with. */
+export interface BootPlan {
+  /** QEMU binary. */
+  qemuPath: string;
+  /** Guest kernel. */
+  kernel: string;
+  /** Guest initrd. */
+  initrd: string;
+  /** Kernel command line. */
+  append: string;
+  /** Accelerator. */
+  accel: "kvm" | "tcg";
+  /** QEMU machine type. */
+  machine: string;
+  /** Boot vCPUs. */
+  cpus: number;
+  /** vCPU hotplug ceiling. */
+  maxCpus: number;
+  /** Boot memory, MiB. */
+  memoryMiB: number;
+  /** Memory hotplug slots. */
+  slots: number;
+  /** Memory hotplug ceiling, MiB. */
+  maxMemoryMiB: number;
+}
+
+/** Hooks for long work while resolving a plan. */
+export interface BootPlanHooks {
+  /** Guest build steps (only when the built-in guest is not cached yet). */
+  onProgress?: (phase: BuildPhase, detail: string) => void;
+  /** One-line notices (e.g. "KVM cannot run a guest here; using TCG"). */
+  onNotice?: (message: string) => void;
+}
+
+/** Memory each hotplug slot may add; sizes the `maxmem` ceiling. */
+const SLOT_MIB = 1024;
+
+function requireFile(path: string, what: string, pkg: string): string {
+  try {
+    if (Deno.statSync(path).isFile) return path;
+  } catch {
+    // reported below
+  }
+  throw new UsageError(`boot a VM`, `${what} ${path} does not exist (${pkg})`);
+}
+
+/**
+ * Resolves the boot plan: builds (or finds cached) the built-in guest when `settings.guest` is
+ * "builtin", checks the configured kernel/initrd otherwise, and picks the accelerator.
+ */
+export async function resolveBootPlan(
+  settings: Settings,
+  hooks: BootPlanHooks = {},
+): Promise<BootPlan> {
+  assertQemuInstalled(settings.qemuPath);
+  let kernel: string, initrd: string, append: string;
+  if (settings.guest === "builtin") {
+    const guest = await buildGuest({ stateDir: settings.stateDir, onProgress: hooks.onProgress });
+    ({ kernel, initrd } = guest);
+    append = [GUEST_APPEND, settings.kernelParams].filter(Boolean).join(" ");
+  } else {
+    kernel = requireFile(settings.kernel ?? "", "kernel", "set [hypervisor.qemu] kernel");
+    initrd = requireFile(settings.initrd ?? "", "initrd", "set [hypervisor.qemu] initrd");
+    append = ["console=ttyS0", settings.kernelParams].filter(Boolean).join(" ");
+  }
+  const { accel, notice } = await cachedAccel(settings.stateDir, settings.accel, {
+    qemuBinary: settings.qemuPath,
+    kernel,
+  });
+  if (notice) hooks.onNotice?.(notice);
+  return {
+    qemuPath: settings.qemuPath,
+    kernel,
+    initrd,
+    append,
+    accel,
+    machine: settings.machineType,
+    cpus: settings.vcpus,
+    maxCpus: Math.max(settings.maxVcpus, settings.vcpus),
+    memoryMiB: settings.memoryMiB,
+    slots: settings.memorySlots,
+    maxMemoryMiB: settings.memoryMiB + settings.memorySlots * SLOT_MIB,
+  };
+}
+
+/** Options that tell VMs of one plan apart. */
+export interface SpecOptions {
+  /** Guest RAM backing (default anonymous). */
+  memory?: QemuMemory;
+  /** Wait for an incoming migration (clones). */
+  incoming?: "defer";
+  /** Boot vCPUs (default the plan's). */
+  cpus?: number;
+  /** Boot memory in MiB (default the plan's). */
+  memoryMiB?: number;
+}
+
+/** The QEMU spec of one VM of `plan` living in `paths`. */
+export function qemuSpecFor(plan: BootPlan, paths: VmPaths, opts: SpecOptions = {}): QemuSpec {
+  const cpus = opts.cpus ?? plan.cpus;
+  const memoryMiB = opts.memoryMiB ?? plan.memoryMiB;
+  return {
+    binary: plan.qemuPath,
+    accel: plan.accel,
+    machine: plan.machine,
+    cpus,
+    maxCpus: Math.max(plan.maxCpus, cpus),
+    memoryMiB,
+    slots: plan.slots,
+    maxMemoryMiB: Math.max(plan.maxMemoryMiB, memoryMiB),
+    memory: opts.memory ?? { kind: "anonymous" },
+    kernel: plan.kernel,
+    initrd: plan.initrd,
+    append: plan.append,
+    qmpSocket: paths.qmpSocket,
+    agentSocket: paths.agentSocket,
+    consoleLog: paths.consoleLog,
+    name: `vmf-${paths.id}`,
+    vmgenid: crypto.randomUUID(),
+    incoming: opts.incoming,
+  };
+}

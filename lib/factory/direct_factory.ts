@@ -1,0 +1,89 @@
+/**
+ * The "direct" factory: every VM is a cold boot of the configured guest.
+ * @module
+ */
+import { VmfactoryError } from "../errors.ts";
+import { waitForAgent } from "../guest/agent_client.ts";
+import { buildQemuArgs } from "../qemu/qemu_command.ts";
+import { readLogTail, startQemu, stopQemu } from "../qemu/qemu_process.ts";
+import { personalize } from "../vm/personalize.ts";
+import { PhaseTimer, type VmRecord } from "../vm/vm_record.ts";
+import type { VmPaths, VmStore } from "../vm/vm_store.ts";
+import { type BootPlan, qemuSpecFor, type SpecOptions } from "./boot_plan.ts";
+import type { FactoryStatus, VmFactory, VmRequest } from "./vm_factory.ts";
+
+/** How long a cold boot may take before it is given up (TCG boots take seconds). */
+export const BOOT_TIMEOUT_MS = 90_000;
+
+/** A QEMU process booted from `plan` into `paths`, running and answering QMP. */
+export async function spawnVm(plan: BootPlan, paths: VmPaths, opts: SpecOptions = {}) {
+  const argv = buildQemuArgs(qemuSpecFor(plan, paths, opts));
+  return await startQemu(argv, { logFile: `${paths.dir}/qemu.log`, pidFile: paths.pidFile });
+}
+
+/** Cold-boots VMs; `getVm` may be called concurrently. */
+export class DirectFactory implements VmFactory {
+  /** Always "direct". */
+  readonly kind = "direct";
+
+  /** A factory booting `plan` into folders of `store`. */
+  constructor(readonly plan: BootPlan, readonly store: VmStore) {}
+
+  /** Boots a VM with the requested shape and waits until its agent answers. */
+  async getVm(request: VmRequest): Promise<VmRecord> {
+    const timer = new PhaseTimer();
+    const paths = await this.store.allocate();
+    const cpus = request.cpus ?? this.plan.cpus;
+    const memoryMiB = request.memoryMiB ?? this.plan.memoryMiB;
+    let pid = 0;
+    try {
+      ({ pid } = await spawnVm(this.plan, paths, { cpus, memoryMiB }));
+      timer.mark("spawnMs");
+      const agent = await waitForAgent(paths.agentSocket, {
+        deadline: Date.now() + BOOT_TIMEOUT_MS,
+      }).catch(async (err) => {
+        const tail = await readLogTail(paths.consoleLog, 3);
+        throw new VmfactoryError("boot a VM", `${err.message}${tail ? `; console: ${tail}` : ""}`);
+      });
+      timer.mark("bootMs");
+      const hostname = request.hostname ?? `vm-${paths.id}`;
+      try {
+        await personalize(agent, { hostname, newBootId: false });
+      } finally {
+        agent.close();
+      }
+      timer.mark("personalizeMs");
+      const record: VmRecord = {
+        id: paths.id,
+        pid,
+        source: "direct",
+        cpus,
+        memoryMiB,
+        hostname,
+        createdAt: new Date().toISOString(),
+        dir: paths.dir,
+        qmpSocket: paths.qmpSocket,
+        agentSocket: paths.agentSocket,
+        consoleLog: paths.consoleLog,
+        accel: this.plan.accel,
+        timings: timer.done(),
+      };
+      await this.store.save(record);
+      return record;
+    } catch (err) {
+      if (pid) await stopQemu({ pid, qmpSocket: paths.qmpSocket }, { graceMs: 500 });
+      await this.store.remove(paths.dir);
+      throw err;
+    }
+  }
+
+  /** The plan this factory boots. */
+  status(): Promise<FactoryStatus> {
+    return Promise.resolve({ kind: this.kind, plan: this.plan });
+  }
+
+  /** Nothing to release. */
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}

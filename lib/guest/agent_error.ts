@@ -1,0 +1,24 @@
+/**
+ * The error the guest agent client raises.
+ * @module
+ */
+import { VmfactoryError } from "../errors.ts";
+
+/** Why an agent call failed. */
+export type AgentErrorCode =
+  | "connect" // the socket could not be reached
+  | "timeout" // no answer in time
+  | "closed" // the connection ended before the answer
+  | "remote" // the agent answered with an error
+  | "protocol"; // the answer was malformed or too large
+
+/** A failed agent call; `code` says why, the message reads "Cannot <action>: <detail>". */
+export class AgentError extends VmfactoryError {
+  /** Why the call failed. */
+  readonly code: AgentErrorCode;
+  /** Builds the error; `cause` keeps the underlying socket error, if any. */
+  constructor(action: string, detail: string, code: AgentErrorCode, options?: { cause?: unknown }) {
+    super(action, detail, options);
+    this.code = code;
+  }
+}

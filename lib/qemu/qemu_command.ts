@@ -1,0 +1,210 @@
+/**
+ * QEMU command lines built from small typed parts into an argument array (never a shell string).
+ *
+ * One {@link QemuSpec} describes a VM; a template, its clones and a cold-booted VM differ only in
+ * `memory.share`, `incoming` and `vmgenid`, so the device set (and the migration stream) matches.
+ * @module
+ */
+
+/** Name of the virtio-serial port the guest agent listens on (`/dev/virtio-ports/<name>`). */
+export const AGENT_PORT_NAME = "org.vmfactory.agent";
+
+/** Guest RAM: anonymous memory, or a file mapping (`share: true` for a template, false for a clone). */
+export type QemuMemory = { kind: "anonymous" } | { kind: "file"; path: string; share: boolean };
+
+/** Everything that shapes a QEMU command line. Sizes are MiB. */
+export interface QemuSpec {
+  /** QEMU binary, e.g. `/usr/bin/qemu-system-x86_64`; it becomes `argv[0]`. */
+  binary: string;
+  /** Accelerator; pick it with `resolveAccel` from `accel.ts`. */
+  accel: "kvm" | "tcg";
+  /** Machine type; default `pc`. */
+  machine?: string;
+  /** vCPUs at start. */
+  cpus: number;
+  /** vCPU ceiling for hotplug; default `cpus`. */
+  maxCpus?: number;
+  /** Guest RAM at start. */
+  memoryMiB: number;
+  /** RAM ceiling for DIMM hotplug; needs `slots`. */
+  maxMemoryMiB?: number;
+  /** DIMM slots for hotplug; needs `maxMemoryMiB`. */
+  slots?: number;
+  /** What backs the guest RAM. */
+  memory: QemuMemory;
+  /** Guest kernel; without it QEMU starts with no guest (tests, `-S`). */
+  kernel?: string;
+  /** Initrd; only with `kernel`. */
+  initrd?: string;
+  /** Kernel command line; only with `kernel`. */
+  append?: string;
+  /** QMP Unix socket path (QEMU listens, never waits for a client). */
+  qmpSocket: string;
+  /** Unix socket of the guest agent's virtio-serial port; omitted = no agent port. */
+  agentSocket?: string;
+  /** File that receives the serial console (ttyS0); omitted = no serial port. */
+  consoleLog?: string;
+  /** VM name shown by QEMU (`-name`). */
+  name?: string;
+  /** `"auto"` or a GUID: adds a vmgenid device. */
+  vmgenid?: string;
+  /** `"defer"`: wait for `migrate-incoming` over QMP (clones). */
+  incoming?: "defer";
+  /** Start with the vCPUs stopped (`-S`). */
+  paused?: boolean;
+}
+
+/** Option value with QEMU's escaping: a comma inside a value is written twice. */
+function optValue(value: string): string {
+  return value.replaceAll(",", ",,");
+}
+
+/** `[head,]key=value,...` from ordered pairs, skipping undefined values. */
+function opts(pairs: [string, string | number | undefined][], head?: string): string {
+  const body = pairs
+    .filter((p): p is [string, string | number] => p[1] !== undefined)
+    .map(([k, v]) => `${k}=${optValue(String(v))}`);
+  return (head ? [head, ...body] : body).join(",");
+}
+
+function positiveInt(name: string, value: number | undefined): void {
+  if (value !== undefined && !(Number.isInteger(value) && value > 0)) {
+    throw new RangeError(`QemuSpec.${name} must be a positive integer, got ${value}`);
+  }
+}
+
+function validate(spec: QemuSpec): void {
+  positiveInt("cpus", spec.cpus);
+  positiveInt("maxCpus", spec.maxCpus);
+  positiveInt("memoryMiB", spec.memoryMiB);
+  positiveInt("maxMemoryMiB", spec.maxMemoryMiB);
+  positiveInt("slots", spec.slots);
+  if ((spec.maxCpus ?? spec.cpus) < spec.cpus) {
+    throw new RangeError("QemuSpec.maxCpus must be at least cpus");
+  }
+  if ((spec.maxMemoryMiB === undefined) !== (spec.slots === undefined)) {
+    throw new RangeError("QemuSpec.maxMemoryMiB and slots go together");
+  }
+  if (spec.maxMemoryMiB !== undefined && spec.maxMemoryMiB < spec.memoryMiB) {
+    throw new RangeError("QemuSpec.maxMemoryMiB must be at least memoryMiB");
+  }
+  if (!spec.kernel && (spec.initrd || spec.append)) {
+    throw new RangeError("QemuSpec.initrd and append need a kernel");
+  }
+}
+
+function machineArgs(spec: QemuSpec): string[] {
+  const backend = spec.memory.kind === "file" ? "mem0" : undefined;
+  return [
+    "-machine",
+    opts([["type", spec.machine ?? "pc"], ["memory-backend", backend]]),
+    "-accel",
+    spec.accel,
+  ];
+}
+
+function cpuArgs(spec: QemuSpec): string[] {
+  return ["-smp", opts([["cpus", spec.cpus], ["maxcpus", spec.maxCpus ?? spec.cpus]])];
+}
+
+/**
+ * RAM. A file backend is attached with `-machine memory-backend=mem0`: checked on QEMU 7.2 with
+ * `slots`/`maxmem` (DIMM hotplug works), and unlike `-numa node,memdev=` it adds no NUMA node.
+ */
+function memoryArgs(spec: QemuSpec): string[] {
+  const size = `${spec.memoryMiB}M`;
+  const maxmem = spec.maxMemoryMiB === undefined ? undefined : `${spec.maxMemoryMiB}M`;
+  const args = ["-m", opts([["size", size], ["slots", spec.slots], ["maxmem", maxmem]])];
+  if (spec.memory.kind === "file") {
+    args.push(
+      "-object",
+      opts([
+        ["id", "mem0"],
+        ["size", size],
+        ["mem-path", spec.memory.path],
+        ["share", spec.memory.share ? "on" : "off"],
+      ], "memory-backend-file"),
+    );
+  }
+  return args;
+}
+
+function bootArgs(spec: QemuSpec): string[] {
+  if (!spec.kernel) return [];
+  const args = ["-kernel", spec.kernel];
+  if (spec.initrd) args.push("-initrd", spec.initrd);
+  if (spec.append) args.push("-append", spec.append);
+  return args;
+}
+
+/** A listening Unix socket chardev that never blocks QEMU waiting for a client. */
+function socketChardev(id: string, path: string): string[] {
+  return [
+    "-chardev",
+    opts([["id", id], ["path", path], ["server", "on"], ["wait", "off"]], "socket"),
+  ];
+}
+
+function qmpArgs(spec: QemuSpec): string[] {
+  return [...socketChardev("qmp", spec.qmpSocket), "-mon", "chardev=qmp,mode=control"];
+}
+
+function consoleArgs(spec: QemuSpec): string[] {
+  if (!spec.consoleLog) return [];
+  return [
+    "-chardev",
+    opts([["id", "console"], ["path", spec.consoleLog]], "file"),
+    "-serial",
+    "chardev:console",
+  ];
+}
+
+function agentArgs(spec: QemuSpec): string[] {
+  if (!spec.agentSocket) return [];
+  return [
+    "-device",
+    "virtio-serial-pci,id=vser0",
+    ...socketChardev("agent", spec.agentSocket),
+    "-device",
+    opts(
+      [["bus", "vser0.0"], ["chardev", "agent"], ["name", AGENT_PORT_NAME]],
+      "virtserialport",
+    ),
+  ];
+}
+
+function optionalArgs(spec: QemuSpec): string[] {
+  const args: string[] = [];
+  if (spec.vmgenid) args.push("-device", opts([["guid", spec.vmgenid]], "vmgenid"));
+  if (spec.name) args.push("-name", optValue(spec.name));
+  if (spec.paused) args.push("-S");
+  if (spec.incoming) args.push("-incoming", spec.incoming);
+  return args;
+}
+
+/**
+ * Full argv for a VM: `argv[0]` is `spec.binary`. Lean and headless: no defaults, no user config,
+ * no display, no network, no reboot (a guest reboot ends QEMU). Throws `RangeError` on a spec
+ * that QEMU would reject for its sizes.
+ */
+export function buildQemuArgs(spec: QemuSpec): string[] {
+  validate(spec);
+  return [
+    spec.binary,
+    "-nodefaults",
+    "-no-user-config",
+    "-display",
+    "none",
+    "-vga",
+    "none",
+    "-no-reboot",
+    ...machineArgs(spec),
+    ...cpuArgs(spec),
+    ...memoryArgs(spec),
+    ...bootArgs(spec),
+    ...qmpArgs(spec),
+    ...consoleArgs(spec),
+    ...agentArgs(spec),
+    ...optionalArgs(spec),
+  ];
+}

@@ -1,0 +1,185 @@
+/**
+ * Builds a template: boot the guest with its RAM in a shared file on tmpfs, wait for the agent,
+ * let it settle, pause, save the device state with `x-ignore-shared` (RAM stays in the file), quit.
+ * Atomic: files are made in a `.build-*` folder and moved into place; `manifest.json` is written
+ * last, so a crash at any point leaves the old template or none, never a half one.
+ * @module
+ */
+import { VmfactoryError } from "../errors.ts";
+import { waitForAgent } from "../guest/agent_client.ts";
+import { buildQemuArgs } from "../qemu/qemu_command.ts";
+import { isQemuAlive, readLogTail, startQemu, stopQemu } from "../qemu/qemu_process.ts";
+import { waitForQmpSocket } from "../qemu/qmp_client.ts";
+import { vmPaths } from "../vm/vm_store.ts";
+import { type BootPlan, qemuSpecFor } from "../factory/boot_plan.ts";
+import { BOOT_TIMEOUT_MS } from "../factory/direct_factory.ts";
+import { PhaseTimer } from "../vm/vm_record.ts";
+import { templateFiles, writeManifest } from "./template_files.ts";
+import { fileIdentity, type TemplateInputs, type TemplateManifest } from "./template_manifest.ts";
+
+/** Pause after the agent first answers so that boot-time work in the guest finishes. */
+const SETTLE_MS = 300;
+
+/** What the template of `plan` must match (compared with a manifest by `templateDifferences`). */
+export function templateInputs(plan: BootPlan): TemplateInputs {
+  return {
+    qemu: fileIdentity(plan.qemuPath),
+    kernel: fileIdentity(plan.kernel),
+    initrd: fileIdentity(plan.initrd),
+    append: plan.append,
+    shape: {
+      machine: plan.machine,
+      cpus: plan.cpus,
+      maxCpus: plan.maxCpus,
+      memoryMiB: plan.memoryMiB,
+      slots: plan.slots,
+      maxMemoryMiB: plan.maxMemoryMiB,
+    },
+  };
+}
+
+/** The boot plan clones of a template use: everything comes from its manifest. */
+export function planFromManifest(m: TemplateManifest): BootPlan {
+  return {
+    qemuPath: m.qemu.path,
+    kernel: m.kernel.path,
+    initrd: m.initrd.path,
+    append: m.append,
+    accel: m.accel,
+    machine: m.shape.machine,
+    cpus: m.shape.cpus,
+    maxCpus: m.shape.maxCpus,
+    memoryMiB: m.shape.memoryMiB,
+    slots: m.shape.slots,
+    maxMemoryMiB: m.shape.maxMemoryMiB,
+  };
+}
+
+/**
+ * Removes what an interrupted build left in `dir`: `.build-*` folders, after stopping a template
+ * QEMU still running from one of them.
+ */
+export async function removeLeftovers(dir: string): Promise<number> {
+  let removed = 0;
+  for (const entry of [...Deno.readDirSync(dir)]) {
+    if (!entry.name.startsWith(".build-")) continue;
+    const build = `${dir}/${entry.name}`;
+    const pid = Number(await Deno.readTextFile(`${build}/qemu.pid`).catch(() => ""));
+    if (pid > 0 && isQemuAlive(pid, { expectArg: build })) {
+      await stopQemu({ pid, qmpSocket: `${build}/qmp.sock` }, { graceMs: 300 });
+    }
+    await Deno.remove(build, { recursive: true });
+    removed++;
+  }
+  return removed;
+}
+
+/** Hooks for progress by phase. */
+export interface BuildHooks {
+  /** Called as each phase starts. */
+  onPhase?: (phase: string) => void;
+  /** Aborts the build (Ctrl-C): the template QEMU is stopped and the build folder removed. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Builds a template of `plan` into `dir` (a tmpfs) and publishes it. Call only when no complete
+ * template is in `dir` (the caller removes a stale one first).
+ */
+export async function buildTemplate(
+  plan: BootPlan,
+  dir: string,
+  hooks: BuildHooks = {},
+): Promise<TemplateManifest> {
+  const timer = new PhaseTimer();
+  const id = crypto.randomUUID().slice(0, 8);
+  const buildDir = `${dir}/.build-${id}`;
+  await Deno.mkdir(buildDir, { mode: 0o700 });
+  const paths = vmPaths(buildDir, `template-${id}`);
+  const files = templateFiles(buildDir);
+  let pid = 0;
+  const abort = () => {
+    if (pid) Deno.kill(pid, "SIGKILL");
+  };
+  hooks.signal?.addEventListener("abort", abort);
+  try {
+    hooks.onPhase?.("boot the template VM");
+    await Deno.writeFile(files.memory, new Uint8Array());
+    await Deno.truncate(files.memory, plan.memoryMiB * 1024 * 1024);
+    const argv = buildQemuArgs(qemuSpecFor(plan, paths, {
+      memory: { kind: "file", path: files.memory, share: true },
+    }));
+    ({ pid } = await startQemu(argv, { logFile: `${buildDir}/qemu.log`, pidFile: paths.pidFile }));
+    hooks.signal?.throwIfAborted();
+    const agent = await waitForAgent(paths.agentSocket, {
+      deadline: Date.now() + BOOT_TIMEOUT_MS,
+    }).catch(async (err) => {
+      const tail = await readLogTail(paths.consoleLog, 3);
+      throw new VmfactoryError(
+        "boot the template VM",
+        `${err.message}${tail ? `; console: ${tail}` : ""}`,
+      );
+    });
+    timer.mark("bootMs");
+    hooks.onPhase?.("let the guest settle");
+    await new Promise((r) => setTimeout(r, SETTLE_MS));
+    // Disconnect the agent before saving: each clone's agent then sleeps until its host connects.
+    agent.close();
+    await new Promise((r) => setTimeout(r, 50));
+    timer.mark("settleMs");
+    hooks.signal?.throwIfAborted();
+
+    hooks.onPhase?.("save the device state");
+    const qmp = await waitForQmpSocket(paths.qmpSocket, { pid, timeoutMs: 5000 });
+    let version: string;
+    try {
+      version = qmp.version;
+      await qmp.execute("stop");
+      await qmp.execute("migrate-set-capabilities", {
+        capabilities: [{ capability: "x-ignore-shared", state: true }],
+      });
+      const stateTmp = `${buildDir}/state`;
+      await qmp.execute("migrate", { uri: `exec:cat > '${stateTmp.replaceAll("'", "'\\''")}'` });
+      for (let i = 0;; i++) {
+        const info = await qmp.execute<{ status?: string; "error-desc"?: string }>(
+          "query-migrate",
+        );
+        if (info.status === "completed") break;
+        if (info.status === "failed" || info.status === "cancelled") {
+          throw new VmfactoryError("save the template state", info["error-desc"] ?? info.status);
+        }
+        if (i > 10_000) throw new VmfactoryError("save the template state", "migration hangs");
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      timer.mark("saveMs");
+    } finally {
+      qmp.close();
+    }
+    await stopQemu({ pid, qmpSocket: paths.qmpSocket }, { graceMs: 2000 });
+    pid = 0;
+    hooks.signal?.throwIfAborted();
+
+    hooks.onPhase?.("publish");
+    const final = templateFiles(dir);
+    await Deno.rename(files.state, final.state);
+    await Deno.rename(files.memory, final.memory);
+    timer.mark("publishMs");
+    const inputs = templateInputs(plan);
+    const manifest: TemplateManifest = {
+      format: 1,
+      id,
+      createdAt: new Date().toISOString(),
+      ...inputs,
+      qemu: { ...inputs.qemu, version },
+      accel: plan.accel,
+      stateBytes: Deno.statSync(final.state).size,
+      buildMs: timer.done().phases,
+    };
+    await writeManifest(dir, manifest);
+    return manifest;
+  } finally {
+    hooks.signal?.removeEventListener("abort", abort);
+    if (pid) await stopQemu({ pid, qmpSocket: paths.qmpSocket }, { graceMs: 300 });
+    await Deno.remove(buildDir, { recursive: true }).catch(() => {});
+  }
+}

@@ -1,0 +1,145 @@
+/**
+ * One clone: load the template's device state into a `-incoming defer` QEMU whose RAM maps the
+ * template's memory file privately, resume it, hot-add what the request needs beyond the
+ * template's shape, and make the guest unique.
+ * @module
+ */
+import { VmfactoryError } from "../errors.ts";
+import { waitForAgent } from "../guest/agent_client.ts";
+import type { QmpClient } from "../qemu/qmp_client.ts";
+import { waitForQmpSocket } from "../qemu/qmp_client.ts";
+import { personalize } from "../vm/personalize.ts";
+import type { PhaseTimer } from "../vm/vm_record.ts";
+import type { VmPaths } from "../vm/vm_store.ts";
+import type { FoundTemplate } from "./template_files.ts";
+
+/** How long a clone may take to load and answer before it is given up. */
+export const CLONE_TIMEOUT_MS = 20_000;
+
+/** Memory hotplug granularity on x86 (one Linux memory block). */
+const DIMM_ALIGN_MIB = 128;
+
+/** Quotes `path` for the shell QEMU runs an `exec:` migration URI with. */
+function shellQuote(path: string): string {
+  return `'${path.replaceAll("'", `'\\''`)}'`;
+}
+
+/** Loads the template state into the waiting QEMU at `paths` and resumes it. */
+export async function loadAndResume(
+  qmp: QmpClient,
+  template: FoundTemplate,
+  timer: PhaseTimer,
+): Promise<void> {
+  await qmp.execute("migrate-set-capabilities", {
+    capabilities: [{ capability: "x-ignore-shared", state: true }],
+  });
+  await qmp.execute("migrate-incoming", { uri: `exec:cat ${shellQuote(template.files.state)}` });
+  const deadline = performance.now() + CLONE_TIMEOUT_MS;
+  for (let delay = 1;; delay = Math.min(delay * 2, 8)) {
+    const { status } = await qmp.execute<{ status: string }>("query-status");
+    if (status !== "inmigrate") {
+      if (status !== "paused" && status !== "postmigrate") {
+        throw new VmfactoryError("load the template state", `the clone is ${status}`);
+      }
+      break;
+    }
+    if (performance.now() > deadline) {
+      throw new VmfactoryError("load the template state", "still loading after the deadline");
+    }
+    await new Promise((r) => setTimeout(r, delay));
+  }
+  timer.mark("loadMs");
+  await qmp.execute("cont");
+  timer.mark("contMs");
+}
+
+/** Hot-adds vCPUs up to `cpus` and memory up to `memoryMiB`; returns the shape reached. */
+export async function hotAdd(
+  qmp: QmpClient,
+  have: { cpus: number; memoryMiB: number },
+  want: { cpus: number; memoryMiB: number },
+): Promise<{ cpus: number; memoryMiB: number }> {
+  let cpus = have.cpus;
+  if (want.cpus > cpus) {
+    const slots = await qmp.execute<
+      { type: string; props: Record<string, number>; "qom-path"?: string }[]
+    >("query-hotpluggable-cpus");
+    const free = slots.filter((s) => !s["qom-path"]).reverse();
+    if (free.length < want.cpus - cpus) {
+      throw new VmfactoryError(
+        `hot-add ${want.cpus - cpus} vCPUs`,
+        `only ${free.length} free vCPU slots (raise default_maxvcpus)`,
+      );
+    }
+    for (const slot of free.slice(0, want.cpus - cpus)) {
+      await qmp.execute("device_add", { driver: slot.type, id: `hcpu${cpus}`, ...slot.props });
+      cpus++;
+    }
+  }
+  let memoryMiB = have.memoryMiB;
+  if (want.memoryMiB > memoryMiB) {
+    const add = Math.ceil((want.memoryMiB - memoryMiB) / DIMM_ALIGN_MIB) * DIMM_ALIGN_MIB;
+    const id = `hmem${Date.now().toString(36)}`;
+    await qmp.execute("object-add", {
+      "qom-type": "memory-backend-ram",
+      id,
+      size: add * 1024 * 1024,
+    });
+    await qmp.execute("device_add", { driver: "pc-dimm", id: `dimm-${id}`, memdev: id });
+    memoryMiB += add;
+  }
+  return { cpus, memoryMiB };
+}
+
+/** Result of {@link cloneInto}. */
+export interface CloneResult {
+  /** vCPUs online. */
+  cpus: number;
+  /** Memory in MiB. */
+  memoryMiB: number;
+}
+
+/**
+ * Turns the waiting QEMU (`pid`, in `paths`) into a running, unique clone of `template` with at
+ * least `want`'s shape. May be called once per `-incoming defer` process.
+ */
+export async function cloneInto(
+  template: FoundTemplate,
+  paths: VmPaths,
+  pid: number,
+  want: { cpus: number; memoryMiB: number; hostname: string },
+  timer: PhaseTimer,
+): Promise<CloneResult> {
+  const qmp = await waitForQmpSocket(paths.qmpSocket, {
+    pid,
+    logFile: `${paths.dir}/qemu.log`,
+    timeoutMs: CLONE_TIMEOUT_MS,
+  });
+  let shape = { cpus: template.manifest.shape.cpus, memoryMiB: template.manifest.shape.memoryMiB };
+  try {
+    timer.mark("qmpMs");
+    await loadAndResume(qmp, template, timer);
+    if (want.cpus > shape.cpus || want.memoryMiB > shape.memoryMiB) {
+      shape = await hotAdd(qmp, shape, want);
+      timer.mark("hotplugMs");
+    }
+  } finally {
+    qmp.close();
+  }
+  const agent = await waitForAgent(paths.agentSocket, { deadline: Date.now() + CLONE_TIMEOUT_MS });
+  try {
+    timer.mark("agentMs");
+    const jobs = [personalize(agent, { hostname: want.hostname, newBootId: true })];
+    if (
+      shape.cpus > template.manifest.shape.cpus ||
+      shape.memoryMiB > template.manifest.shape.memoryMiB
+    ) {
+      jobs.push(agent.onlineHotplugged().then(() => {}));
+    }
+    await Promise.all(jobs);
+    timer.mark("personalizeMs");
+  } finally {
+    agent.close();
+  }
+  return shape;
+}

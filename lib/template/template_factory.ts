@@ -1,0 +1,273 @@
+/**
+ * The template factory: `init` builds the template (and fills the clone pool), `getVm` clones
+ * it, `destroy` removes it. A request the template cannot serve (stale template, a shape it
+ * cannot reach) is said out loud and cold-booted, or refused with `strict`.
+ * @module
+ */
+import type { Settings } from "../config/settings.ts";
+import { UsageError, VmfactoryError } from "../errors.ts";
+import { stopQemu } from "../qemu/qemu_process.ts";
+import { type BootPlan, type BootPlanHooks, resolveBootPlan } from "../factory/boot_plan.ts";
+import { DirectFactory } from "../factory/direct_factory.ts";
+import type { FactoryStatus, VmFactory, VmRequest } from "../factory/vm_factory.ts";
+import { PhaseTimer, type VmRecord } from "../vm/vm_record.ts";
+import type { VmStore } from "../vm/vm_store.ts";
+import {
+  buildTemplate,
+  planFromManifest,
+  removeLeftovers,
+  templateInputs,
+} from "./build_template.ts";
+import { ClonePool, startCloneProcess } from "./clone_pool.ts";
+import { cloneInto } from "./clone_vm.ts";
+import {
+  fallbackDir,
+  findTemplate,
+  type FoundTemplate,
+  templateBytes,
+  templateFiles,
+} from "./template_files.ts";
+import { templateDifferences, type TemplateManifest } from "./template_manifest.ts";
+import { ensureTmpfs, unmountAll } from "./tmpfs_mount.ts";
+
+/** The one-line security note printed by `factory init` and shown by the linter. */
+export const SHARED_MEMORY_NOTE =
+  "note: clones share the template's memory copy-on-write; tenants that do not trust each other " +
+  "can detect shared pages (CVE-2015-2877 class side channels). Use VMCache instead for them.";
+
+/** Options of the template factory. */
+export interface TemplateFactoryOptions {
+  /** Fail instead of cold-booting when the template cannot serve a request. */
+  strict?: boolean;
+  /** Warnings and notices (one line each). */
+  log?: (line: string) => void;
+  /** Progress of long work (guest build, template build). */
+  hooks?: BootPlanHooks & { onPhase?: (phase: string) => void; signal?: AbortSignal };
+}
+
+/** What `init` did. */
+export interface InitResult {
+  /** "built", or "exists" when a fresh template was already there. */
+  outcome: "built" | "exists";
+  /** The template's manifest. */
+  manifest: TemplateManifest;
+  /** Where the template lives. */
+  dir: string;
+}
+
+/** Clones VMs from the template of `settings`. */
+export class TemplateFactory implements VmFactory {
+  /** Always "template". */
+  readonly kind = "template";
+  readonly #pool: ClonePool;
+  #plan?: BootPlan;
+
+  /** A factory for `settings`, keeping VM folders in `store`. */
+  constructor(
+    readonly settings: Settings,
+    readonly store: VmStore,
+    readonly options: TemplateFactoryOptions = {},
+  ) {
+    this.#pool = new ClonePool(store);
+  }
+
+  #log(line: string): void {
+    (this.options.log ?? console.error)(line);
+  }
+
+  /** The boot plan of the configuration (resolved once; may build the built-in guest). */
+  async plan(): Promise<BootPlan> {
+    return this.#plan ??= await resolveBootPlan(this.settings, this.options.hooks);
+  }
+
+  /** The complete template, if any, and what differs between it and the configuration. */
+  async inspect(): Promise<{ template?: FoundTemplate; differences: string[] }> {
+    const template = findTemplate(this.settings.templatePath);
+    if (!template) return { differences: [] };
+    const differences = templateDifferences(template.manifest, templateInputs(await this.plan()));
+    return { template, differences };
+  }
+
+  /**
+   * Builds the template unless a fresh one exists. A stale one is refused unless `force`.
+   * Idempotent; never stacks mounts; fills the clone pool.
+   */
+  async init(opts: { force?: boolean } = {}): Promise<InitResult> {
+    const plan = await this.plan();
+    const { template, differences } = await this.inspect();
+    if (template && differences.length === 0) {
+      await this.#pool.drain(template.manifest.id);
+      await this.#pool.topUp(planFromManifest(template.manifest), template, this.settings.poolSize);
+      return { outcome: "exists", manifest: template.manifest, dir: template.files.dir };
+    }
+    if (template && !opts.force) {
+      throw new UsageError(
+        "initialize the template",
+        `the template in ${template.files.dir} is stale:\n  - ${
+          differences.join("\n  - ")
+        }\nrun \`vmfactory factory init --force\` to rebuild it`,
+      );
+    }
+    const dir = await ensureTmpfs(this.settings.templatePath, plan.memoryMiB + 8);
+    if (dir.warning) this.#log(`warning: ${dir.warning}`);
+    await removeLeftovers(dir.path);
+    if (template) await this.#removeFiles(template.files.dir);
+    const manifest = await buildTemplate(plan, dir.path, this.options.hooks);
+    const built = { files: templateFiles(dir.path), manifest };
+    await this.#pool.drain(manifest.id);
+    this.options.hooks?.onPhase?.("start the clone pool");
+    await this.#pool.topUp(planFromManifest(manifest), built, this.settings.poolSize);
+    return { outcome: "built", manifest, dir: dir.path };
+  }
+
+  async #removeFiles(dir: string): Promise<void> {
+    const files = templateFiles(dir);
+    await this.#pool.drain();
+    for (const path of [files.manifest, files.state, files.memory]) {
+      await Deno.remove(path).catch(() => {});
+    }
+  }
+
+  /** VMs cloned from the template `id` that still run. */
+  async clonesOf(id: string): Promise<number> {
+    return (await this.store.list()).filter((e) => e.alive && e.record.templateId === id).length;
+  }
+
+  /**
+   * Removes the template: stops the clone pool, deletes the files, unmounts the tmpfs.
+   * Running clones keep working (their memory mapping stays valid). Idempotent.
+   */
+  async destroy(): Promise<{ removed: boolean; runningClones: number }> {
+    const template = findTemplate(this.settings.templatePath);
+    await this.#pool.drain();
+    const runningClones = template ? await this.clonesOf(template.manifest.id) : 0;
+    for (const dir of [this.settings.templatePath, fallbackDir(this.settings.templatePath)]) {
+      try {
+        await removeLeftovers(dir);
+      } catch {
+        continue; // no such folder
+      }
+      await this.#removeFiles(dir);
+    }
+    await unmountAll(this.settings.templatePath);
+    await Deno.remove(fallbackDir(this.settings.templatePath), { recursive: true }).catch(() => {});
+    return { removed: template !== undefined, runningClones };
+  }
+
+  /**
+   * Clones a VM from the template (building the template first when there is none). Falls back
+   * to a cold boot with a warning when the template is stale or cannot reach the request's
+   * shape; with `strict`, throws instead.
+   */
+  async getVm(request: VmRequest): Promise<VmRecord> {
+    const timer = new PhaseTimer();
+    let { template, differences } = await this.inspect();
+    if (!template) {
+      this.#log("no template yet: building it first (vmfactory factory init)");
+      await this.init();
+      ({ template, differences } = await this.inspect());
+      if (!template) throw new VmfactoryError("clone a VM", "the template vanished after init");
+    }
+    const shape = template.manifest.shape;
+    const cpus = Math.max(request.cpus ?? shape.cpus, shape.cpus);
+    const memoryMiB = Math.max(request.memoryMiB ?? shape.memoryMiB, shape.memoryMiB);
+    if (cpus > shape.maxCpus) {
+      differences.push(`${cpus} vCPUs asked, the template can hot-add up to ${shape.maxCpus}`);
+    }
+    if (memoryMiB > shape.maxMemoryMiB) {
+      differences.push(`${memoryMiB} MiB asked, the template can grow to ${shape.maxMemoryMiB}`);
+    }
+    if (differences.length > 0) {
+      const why = differences.join("; ");
+      if (this.options.strict) {
+        throw new UsageError("clone a VM from the template", `${why} (--strict)`);
+      }
+      this.#log(`warning: cold-booting instead of cloning: ${why}`);
+      return await new DirectFactory(await this.plan(), this.store).getVm(request);
+    }
+    timer.mark("checkMs");
+    const plan = planFromManifest(template.manifest);
+    let claimed = await this.#pool.claim(template.manifest.id);
+    if (!claimed) {
+      const paths = await this.store.allocate();
+      try {
+        claimed = { paths, pid: await startCloneProcess(plan, template, paths) };
+      } catch (err) {
+        await this.store.remove(paths.dir);
+        throw err;
+      }
+    }
+    timer.mark("claimMs");
+    const { paths, pid } = claimed;
+    const hostname = request.hostname ?? `vm-${paths.id}`;
+    try {
+      const reached = await cloneInto(template, paths, pid, { cpus, memoryMiB, hostname }, timer);
+      const record: VmRecord = {
+        id: paths.id,
+        pid,
+        source: "template",
+        cpus: reached.cpus,
+        memoryMiB: reached.memoryMiB,
+        hostname,
+        createdAt: new Date().toISOString(),
+        dir: paths.dir,
+        qmpSocket: paths.qmpSocket,
+        agentSocket: paths.agentSocket,
+        consoleLog: paths.consoleLog,
+        accel: plan.accel,
+        templateId: template.manifest.id,
+        timings: timer.done(),
+      };
+      await this.store.save(record);
+      return record;
+    } catch (err) {
+      await stopQemu({ pid, qmpSocket: paths.qmpSocket }, { graceMs: 300 });
+      await this.store.remove(paths.dir);
+      throw err;
+    }
+  }
+
+  /** Starts pool processes until the configured pool size is reached (after a clone). */
+  async refill(): Promise<void> {
+    const template = findTemplate(this.settings.templatePath);
+    if (!template) return;
+    await this.#pool.topUp(planFromManifest(template.manifest), template, this.settings.poolSize);
+  }
+
+  /** Template presence, size, age, freshness (and why not), clones and pool. */
+  async status(): Promise<FactoryStatus> {
+    const { template, differences } = await this.inspect();
+    const pool = this.#pool.entries();
+    if (!template) {
+      return {
+        kind: this.kind,
+        enabled: this.settings.enableTemplate,
+        path: this.settings.templatePath,
+        present: false,
+        pool: pool.length,
+      };
+    }
+    return {
+      kind: this.kind,
+      enabled: this.settings.enableTemplate,
+      path: template.files.dir,
+      present: true,
+      id: template.manifest.id,
+      sizeBytes: templateBytes(template.files),
+      stateBytes: template.manifest.stateBytes,
+      createdAt: template.manifest.createdAt,
+      ageSeconds: Math.round((Date.now() - Date.parse(template.manifest.createdAt)) / 1000),
+      fresh: differences.length === 0,
+      staleReasons: differences,
+      shape: template.manifest.shape,
+      accel: template.manifest.accel,
+      clones: await this.clonesOf(template.manifest.id),
+      pool: pool.filter((e) => e.templateId === template.manifest.id).length,
+    };
+  }
+
+  /** Nothing to release (pool processes outlive the factory on purpose). */
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}

@@ -1,0 +1,142 @@
+/**
+ * Parses one TOML file into the keys, tables and suppression comments the rules need, with
+ * positions. A syntax error (including a duplicate key) becomes `syntaxError`, never an exception.
+ * @module
+ */
+import { type AST, getStaticTOMLValue, ParseError, parseTOML } from "toml-eslint-parser";
+import type { Location } from "./types.ts";
+
+/** The TOML type of a value ("table" for an inline table). */
+export type ValueKind = "string" | "integer" | "float" | "boolean" | "datetime" | "array" | "table";
+
+/** One `key = value` (also each key inside an inline table). */
+export interface Entry {
+  keyPath: string[];
+  kind: ValueKind;
+  value: unknown;
+  /** The key as written (all dotted parts). */
+  key: Location;
+  /** The value. */
+  valueRange: Location;
+}
+
+/** A table: from a `[header]` (`header` true) or implied by a dotted key (its location). */
+export interface TableDef {
+  keyPath: string[];
+  at: Location;
+  header: boolean;
+}
+
+/** A parsed file. */
+export interface ParsedDocument {
+  path: string;
+  text: string;
+  entries: Entry[];
+  tables: TableDef[];
+  syntaxError?: { message: string; at: Location };
+  /** Suppressions by the line they apply to: rule ids, or "all". */
+  ignores: Map<number, Set<string> | "all">;
+}
+
+// deno-lint-ignore no-control-regex -- finding control characters is the point
+const CONTROL = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)/;
+const COMMENT_LINE = /^[ \t]*#[^\r\n]*/gm;
+
+/** Parses `text` (the contents of `path`). Never throws. */
+export function parseDocument(path: string, text: string): ParsedDocument {
+  const doc: ParsedDocument = { path, text, entries: [], tables: [], ignores: ignoresOf(text) };
+  // Comment-only lines carry nothing the rules need; blanking them (same line numbers, same
+  // columns elsewhere) halves parse time. Not when a multi-line string could hold a "#" line or
+  // a control character would make the comment itself invalid.
+  const fast = text.includes("'''") || text.includes('"""') || CONTROL.test(text)
+    ? text
+    : text.replace(COMMENT_LINE, "");
+  let ast: AST.TOMLProgram;
+  try {
+    ast = parseTOML(fast);
+  } catch (err) {
+    doc.syntaxError = syntaxErrorOf(path, fast, err);
+    return doc;
+  }
+  const loc = (n: AST.HasLocs): Location => ({
+    path,
+    line: n.loc.start.line,
+    column: n.loc.start.column + 1,
+    endLine: n.loc.end.line,
+    endColumn: n.loc.end.column + 1,
+  });
+  const keysOf = (k: AST.TOMLKey) => k.keys.map((p) => (p.type === "TOMLBare" ? p.name : p.value));
+  const walk = (body: AST.TOMLKeyValue[], prefix: string[]) => {
+    for (const kv of body) {
+      const keys = keysOf(kv.key);
+      const keyPath = [...prefix, ...keys];
+      for (let n = prefix.length + 1; n < keyPath.length; n++) {
+        doc.tables.push({ keyPath: keyPath.slice(0, n), at: loc(kv.key), header: false });
+      }
+      const v = kv.value;
+      const kind: ValueKind = v.type === "TOMLArray"
+        ? "array"
+        : v.type === "TOMLInlineTable"
+        ? "table"
+        : v.kind.endsWith("time") || v.kind === "local-date"
+        ? "datetime"
+        : (v.kind as ValueKind);
+      doc.entries.push({
+        keyPath,
+        kind,
+        value: getStaticTOMLValue(v),
+        key: loc(kv.key),
+        valueRange: loc(v),
+      });
+      if (v.type === "TOMLInlineTable") {
+        doc.tables.push({ keyPath, at: loc(kv.key), header: false });
+        walk(v.body, keyPath);
+      }
+    }
+  };
+  for (const node of ast.body[0].body) {
+    if (node.type === "TOMLKeyValue") walk([node], []);
+    else {
+      const keyPath = node.resolvedKey.map(String);
+      for (let n = 1; n < keyPath.length; n++) {
+        doc.tables.push({ keyPath: keyPath.slice(0, n), at: loc(node.key), header: false });
+      }
+      doc.tables.push({ keyPath, at: loc(node.key), header: true });
+      walk(node.body, keyPath);
+    }
+  }
+  return doc;
+}
+
+function syntaxErrorOf(
+  path: string,
+  text: string,
+  err: unknown,
+): { message: string; at: Location } {
+  if (err instanceof ParseError) {
+    let message = err.message;
+    const word = /^[A-Za-z0-9_."'-]+/.exec(text.slice(err.index))?.[0];
+    if (message.includes("multiple times") && word) message += ` (\`${word}\`)`;
+    const line = err.lineNumber, column = err.column + 1;
+    return {
+      message,
+      at: { path, line, column, endLine: line, endColumn: column + (word?.length || 1) },
+    };
+  }
+  const message = `Cannot parse: ${err instanceof Error ? err.message : String(err)}`;
+  return { message, at: { path, line: 1, column: 1, endLine: 1, endColumn: 1 } };
+}
+
+const IGNORE = /#\s*vmfactory-lint-ignore\b([^\r\n]*)/;
+
+function ignoresOf(text: string): Map<number, Set<string> | "all"> {
+  const ignores = new Map<number, Set<string> | "all">();
+  if (!text.includes("vmfactory-lint-ignore")) return ignores;
+  text.split("\n").forEach((line, i) => {
+    const m = IGNORE.exec(line);
+    if (!m) return;
+    const ids = m[1].split(/[\s,]+/).filter(Boolean);
+    ignores.set(i + 2, ids.length === 0 ? "all" : new Set(ids));
+  });
+  return ignores;
+}

@@ -1,0 +1,68 @@
+/** Rule `unknown-key`. @module */
+import { suggest } from "../suggest.ts";
+import { tablePattern } from "../table_pattern.ts";
+import type { Location, Rule } from "../types.ts";
+import { KEYS, TABLES } from "./_known.ts";
+import { tableName } from "./_span.ts";
+
+const didYouMean = (s: string | undefined) => (s === undefined ? "" : `; did you mean "${s}"?`);
+
+/** Keys and tables Kata does not know (it ignores them silently). */
+export const unknownKey: Rule = {
+  meta: {
+    id: "unknown-key",
+    description: "A key or table Kata does not know (and silently ignores).",
+    defaultSeverity: "warning",
+    docs: {
+      explanation:
+        "Kata ignores keys it does not know, so a typo silently keeps the default: enable_templates = true " +
+        "leaves templating off. The known keys are learned from Kata's own configuration files (Kata 1.x to " +
+        "4.x, Go runtime and runtime-rs, including commented-out keys); the finding suggests the closest one. " +
+        "[vmfactory] and [vmfactory.lint] are vmfactory's own tables.",
+      incorrect: "[factory]\nenable_templates = true\n",
+      correct: "[factory]\nenable_template = true\n",
+    },
+  },
+  check(ctx) {
+    const unknownTables = new Set<string>();
+    for (const t of ctx.model.tables()) {
+      const pattern = tablePattern(t.keyPath);
+      if (TABLES.has(pattern) || [...unknownTables].some((u) => pattern.startsWith(`${u}.`))) {
+        continue;
+      }
+      unknownTables.add(pattern);
+      const parent = tablePattern(t.keyPath.slice(0, -1));
+      const siblings = [...TABLES].filter((p) => tablePattern(p.split(".").slice(0, -1)) === parent)
+        .map((p) => p.split(".").at(-1)!);
+      const name = t.keyPath.join(".");
+      report(
+        t.at,
+        `unknown table [${name}]: Kata ignores it${
+          didYouMean(suggest(t.keyPath.at(-1)!, siblings))
+        }`,
+      );
+    }
+    for (const e of ctx.model.entries()) {
+      if (e.kind === "table") continue; // checked as a table above
+      const table = e.keyPath.slice(0, -1);
+      const pattern = tablePattern(table);
+      if (
+        unknownTables.has(pattern) || [...unknownTables].some((u) => pattern.startsWith(`${u}.`))
+      ) continue;
+      const key = e.keyPath.at(-1)!;
+      const known = pattern === "vmfactory.lint" ? ctx.ruleIds : Object.keys(KEYS[pattern] ?? {});
+      if (known.includes(key)) continue;
+      const hint = didYouMean(suggest(key, known));
+      if (pattern === "vmfactory.lint") {
+        report(e.key, `unknown rule "${key}" in [vmfactory.lint]${hint}`);
+      } else {
+        const where = table.length === 0 ? "at the top level" : `in ${tableName(e.keyPath)}`;
+        report(e.key, `unknown key "${key}" ${where}: Kata ignores it${hint}`);
+      }
+    }
+
+    function report(range: Location, message: string) {
+      ctx.report({ range, message });
+    }
+  },
+};
