@@ -1,12 +1,28 @@
 /** `vmfactory factory init|destroy|status`. @module */
 import { UsageError } from "../lib/errors.ts";
 import type { Settings } from "../lib/config/settings.ts";
-import { commandContext, type CommandContext, ms, say } from "./_context.ts";
+import { type CommandContext, commandContext, ms, say } from "./_context.ts";
 
-/** Lints the effective configuration with probing on; throws (exit 2) with the findings. */
-async function requireCleanConfig(configPath: string | undefined): Promise<void> {
-  const { formatText, lintConfig } = await import("../lint/mod.ts");
-  const { results } = await lintConfig({ config: configPath, probe: true, env: Deno.env.toObject() });
+/**
+ * Lints the effective configuration with probing on and, for templating, proves that the QEMU
+ * binary supports `x-ignore-shared`; throws (exit 2) with the findings.
+ */
+async function requireCleanConfig(
+  configPath: string | undefined,
+  settings: Settings,
+): Promise<void> {
+  const { formatText, lintConfig, probeIgnoreShared } = await import("../lint/mod.ts");
+  if (settings.enableTemplate && !(await probeIgnoreShared(settings.qemuPath))) {
+    throw new UsageError(
+      "initialize the template",
+      `${settings.qemuPath} does not support the migration capability x-ignore-shared (QEMU >= 4.1 does)`,
+    );
+  }
+  const { results } = await lintConfig({
+    config: configPath,
+    probe: true,
+    env: Deno.env.toObject(),
+  });
   const errors = results.flatMap((r) => r.diagnostics).filter((d) => d.severity === "error");
   if (errors.length > 0) {
     const report = formatText(results, { color: false });
@@ -55,7 +71,7 @@ export async function runFactoryInit(opts: { force?: boolean; config?: string })
       "neither [factory] enable_template = true nor vm_cache_number > 0 is set",
     );
   }
-  await requireCleanConfig(opts.config);
+  await requireCleanConfig(opts.config, ctx.settings);
   if (which === "cache") {
     const { runCacheServer } = await import("../lib/cache/vm_cache_server.ts");
     return await runCacheServer(ctx.settings, ctx.store, { log: say });
@@ -75,7 +91,9 @@ export async function runFactoryInit(opts: { force?: boolean; config?: string })
     } else {
       say(
         `template ${res.manifest.id} built in ${res.dir} in ${ms(performance.now() - start)}` +
-          ` (state ${(res.manifest.stateBytes / 1e6).toFixed(2)} MB, ${res.manifest.shape.memoryMiB} MiB RAM)`,
+          ` (state ${
+            (res.manifest.stateBytes / 1e6).toFixed(2)
+          } MB, ${res.manifest.shape.memoryMiB} MiB RAM)`,
       );
     }
     say(SHARED_MEMORY_NOTE);

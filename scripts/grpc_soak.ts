@@ -2,8 +2,8 @@
  * Soak and latency tool for the VMCache gRPC layer (used by test/grpc_soak_test.ts).
  *
  *   grpc_soak.ts server <socket> [maxTakeDelayMs]
- *       Serves fake VMs (given-back VMs are re-queued; take() waits 0..maxTakeDelayMs ms, default 3,
- *       and every 10th take up to 20 times longer). Prints `READY <pid>`, then
+ *       Serves fake VMs (given-back VMs are re-queued; take() waits 0..maxTakeDelayMs ms, default 3;
+ *       every 25th take about 40 times longer). Prints `READY <pid>`, then
  *       `BACK <id>` per VM given back, and on Quit `STATS {"taken":n,"back":n}` before exiting.
  *   grpc_soak.ts client <socket> <calls> <concurrency> <fresh|reuse>
  *       Makes GetBaseVM calls (a new client per call, or one shared channel), prints `GOT <id>`
@@ -37,8 +37,8 @@ async function server(maxTakeDelayMs: number): Promise<void> {
       async take() {
         // The delay ignores `signal` on purpose: a VM that becomes ready just as its client dies
         // must come back through giveBack.
-        // Every 10th take is slow (x20) so that kills often land while a take is pending.
-        const ms = Math.random() * maxTakeDelayMs * (made % 10 === 0 ? 20 : 1);
+        // Every 25th take is slow (about 40x) so that kills often land while a take is pending.
+        const ms = maxTakeDelayMs * (made % 25 === 0 ? 40 + Math.random() * 10 : Math.random());
         if (ms) await new Promise((r) => setTimeout(r, ms));
         taken++;
         return pool.shift() ?? { id: `vm-${made++}`, hypervisor, cpu: 1, memory: 256, pid: 1 };

@@ -80,9 +80,9 @@ export function filterConnection(socket: Socket): FilteredConnection {
     }
   };
   const duplex = new Duplex({
-    read() {
-      socket.resume();
-    },
+    // The socket is never paused, so a client's death is seen at once; HTTP/2 flow control bounds
+    // what a client can send ahead.
+    read() {},
     write(chunk: Uint8Array, _encoding, callback) {
       const seq = ++issued;
       socket.write(chunk, (err) => {
@@ -102,9 +102,7 @@ export function filterConnection(socket: Socket): FilteredConnection {
     },
   });
   socket.on("data", (chunk: Uint8Array) => {
-    let more = true;
-    for (const part of filter.push(chunk)) more = duplex.push(part) && more;
-    if (!more) socket.pause();
+    for (const part of filter.push(chunk)) duplex.push(part);
   });
   socket.on("end", () => duplex.push(null));
   const onGone = () => {
@@ -117,9 +115,10 @@ export function filterConnection(socket: Socket): FilteredConnection {
   return {
     duplex,
     gone: goneController.signal,
-    writesOk: () => new Promise((resolve) => {
-      waiters.push({ upTo: issued, resolve });
-      settle();
-    }),
+    writesOk: () =>
+      new Promise((resolve) => {
+        waiters.push({ upTo: issued, resolve });
+        settle();
+      }),
   };
 }

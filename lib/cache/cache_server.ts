@@ -19,7 +19,7 @@ import net, { type Socket } from "node:net";
 import process from "node:process";
 import type { ServiceDefinition } from "@grpc/grpc-js";
 import { UsageError, VmfactoryError } from "../errors.ts";
-import { type FilteredConnection, filterConnection } from "./_h2_goaway_filter.ts";
+import { filterConnection, type FilteredConnection } from "./_h2_goaway_filter.ts";
 import { CacheClient } from "./cache_client.ts";
 import { loadCacheGrpc } from "./cache_proto.ts";
 

@@ -62,7 +62,9 @@ export async function probeSerial(
   const reader = child.stdout.getReader();
   const decoder = new TextDecoder();
   let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), timeoutMs));
+  const timeout = new Promise<false>((resolve) =>
+    timer = setTimeout(() => resolve(false), timeoutMs)
+  );
   const watch = (async () => {
     let seen = "";
     while (true) {

@@ -100,9 +100,10 @@ Deno.test("events reach named and '*' listeners; unsubscribe works", async () =>
   const all: string[] = [];
   await withFake(async (peer) => {
     await peer.handshake();
-    await peer.send(event("STOP"), event("RESUME"));
-    const cmd = await peer.read(); // sync point: the client has seen both events
-    await peer.send(event("STOP", { n: 2 }), { return: {}, id: cmd.id });
+    const go = await peer.read();
+    await peer.send(event("STOP"), event("RESUME"), { return: {}, id: go.id });
+    const sync = await peer.read();
+    await peer.send(event("STOP", { n: 2 }), { return: {}, id: sync.id });
   }, async (path) => {
     const qmp = await QmpClient.connect(path);
     try {
@@ -111,7 +112,7 @@ Deno.test("events reach named and '*' listeners; unsubscribe works", async () =>
       qmp.on("RESUME", () => {
         throw new Error("a failing listener is ignored");
       });
-      await new Promise((resolve) => qmp.on("RESUME", resolve));
+      await qmp.execute("go");
       off();
       await qmp.execute("sync");
       assert.deepEqual(named, [event("STOP")]);

@@ -5,7 +5,7 @@
  * @module
  */
 import { VmfactoryError } from "../errors.ts";
-import { waitForAgent } from "../guest/agent_client.ts";
+import { type AgentClient, waitForAgent } from "../guest/agent_client.ts";
 import type { QmpClient } from "../qemu/qmp_client.ts";
 import { waitForQmpSocket } from "../qemu/qmp_client.ts";
 import { personalize } from "../vm/personalize.ts";
@@ -18,6 +18,7 @@ export const CLONE_TIMEOUT_MS = 20_000;
 
 /** Memory hotplug granularity on x86 (one Linux memory block). */
 const DIMM_ALIGN_MIB = 128;
+const MIB = 1024 * 1024;
 
 /** Quotes `path` for the shell QEMU runs an `exec:` migration URI with. */
 function shellQuote(path: string): string {
@@ -91,6 +92,30 @@ export async function hotAdd(
   return { cpus, memoryMiB };
 }
 
+/**
+ * Onlines hot-added vCPUs and memory blocks in the guest, retrying while the guest is still
+ * handling the ACPI hotplug events, until `cpus` are online and MemTotal reaches `memTotal`.
+ */
+async function onlineHotAdded(
+  agent: AgentClient,
+  cpus: number,
+  memTotal: number,
+): Promise<void> {
+  const deadline = performance.now() + CLONE_TIMEOUT_MS;
+  while (true) {
+    await agent.onlineHotplugged();
+    const info = await agent.info();
+    if (info.cpusOnline >= cpus && info.memTotal >= memTotal) return;
+    if (performance.now() > deadline) {
+      throw new VmfactoryError(
+        "online hot-added resources",
+        `${info.cpusOnline}/${cpus} vCPUs online, MemTotal ${info.memTotal} of ${memTotal} bytes`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 /** Result of {@link cloneInto}. */
 export interface CloneResult {
   /** vCPUs online. */
@@ -110,36 +135,32 @@ export async function cloneInto(
   want: { cpus: number; memoryMiB: number; hostname: string },
   timer: PhaseTimer,
 ): Promise<CloneResult> {
+  const base = template.manifest.shape;
+  let shape = { cpus: base.cpus, memoryMiB: base.memoryMiB };
   const qmp = await waitForQmpSocket(paths.qmpSocket, {
     pid,
     logFile: `${paths.dir}/qemu.log`,
     timeoutMs: CLONE_TIMEOUT_MS,
   });
-  let shape = { cpus: template.manifest.shape.cpus, memoryMiB: template.manifest.shape.memoryMiB };
+  let agent: AgentClient | undefined;
   try {
     timer.mark("qmpMs");
     await loadAndResume(qmp, template, timer);
-    if (want.cpus > shape.cpus || want.memoryMiB > shape.memoryMiB) {
-      shape = await hotAdd(qmp, shape, want);
-      timer.mark("hotplugMs");
-    }
+    agent = await waitForAgent(paths.agentSocket, { deadline: Date.now() + CLONE_TIMEOUT_MS });
+    timer.mark("agentMs");
+    const growing = want.cpus > shape.cpus || want.memoryMiB > shape.memoryMiB;
+    const before = growing ? (await agent.info()).memTotal : 0;
+    if (growing) shape = await hotAdd(qmp, shape, want);
+    await Promise.all([
+      personalize(agent, { hostname: want.hostname, newBootId: true }),
+      growing
+        ? onlineHotAdded(agent, shape.cpus, before + (shape.memoryMiB - base.memoryMiB) * 0.9 * MIB)
+        : undefined,
+    ]);
+    timer.mark(growing ? "personalizeAndHotplugMs" : "personalizeMs");
   } finally {
     qmp.close();
-  }
-  const agent = await waitForAgent(paths.agentSocket, { deadline: Date.now() + CLONE_TIMEOUT_MS });
-  try {
-    timer.mark("agentMs");
-    const jobs = [personalize(agent, { hostname: want.hostname, newBootId: true })];
-    if (
-      shape.cpus > template.manifest.shape.cpus ||
-      shape.memoryMiB > template.manifest.shape.memoryMiB
-    ) {
-      jobs.push(agent.onlineHotplugged().then(() => {}));
-    }
-    await Promise.all(jobs);
-    timer.mark("personalizeMs");
-  } finally {
-    agent.close();
+    agent?.close();
   }
   return shape;
 }

@@ -1,0 +1,174 @@
+import assert from "node:assert/strict";
+import { buildQemuArgs, type QemuSpec } from "./qemu_command.ts";
+
+const base: QemuSpec = {
+  binary: "/usr/bin/qemu-system-x86_64",
+  accel: "tcg",
+  cpus: 1,
+  memoryMiB: 256,
+  memory: { kind: "anonymous" },
+  kernel: "/boot/vmlinuz",
+  initrd: "/var/lib/vmf/initrd.img",
+  append: "console=ttyS0 quiet",
+  qmpSocket: "/run/vmf/vm1/qmp.sock",
+  agentSocket: "/run/vmf/vm1/agent.sock",
+  consoleLog: "/run/vmf/vm1/console.log",
+};
+
+const head = [
+  "/usr/bin/qemu-system-x86_64",
+  "-nodefaults",
+  "-no-user-config",
+  "-display",
+  "none",
+  "-vga",
+  "none",
+  "-no-reboot",
+];
+
+const guest = [
+  "-kernel",
+  "/boot/vmlinuz",
+  "-initrd",
+  "/var/lib/vmf/initrd.img",
+  "-append",
+  "console=ttyS0 quiet",
+  "-chardev",
+  "socket,id=qmp,path=/run/vmf/vm1/qmp.sock,server=on,wait=off",
+  "-mon",
+  "chardev=qmp,mode=control",
+  "-chardev",
+  "file,id=console,path=/run/vmf/vm1/console.log",
+  "-serial",
+  "chardev:console",
+  "-device",
+  "virtio-serial-pci,id=vser0",
+  "-chardev",
+  "socket,id=agent,path=/run/vmf/vm1/agent.sock,server=on,wait=off",
+  "-device",
+  "virtserialport,bus=vser0.0,chardev=agent,name=org.vmfactory.agent",
+];
+
+const templateSpec: QemuSpec = {
+  ...base,
+  maxCpus: 4,
+  maxMemoryMiB: 1024,
+  slots: 4,
+  memory: { kind: "file", path: "/run/vc/vm/template/memory", share: true },
+  vmgenid: "auto",
+};
+
+const fileMachine = [
+  "-machine",
+  "type=pc,memory-backend=mem0",
+  "-accel",
+  "tcg",
+  "-smp",
+  "cpus=1,maxcpus=4",
+  "-m",
+  "size=256M,slots=4,maxmem=1024M",
+  "-object",
+];
+
+Deno.test("template: shared file RAM with hotplug headroom and vmgenid", () => {
+  assert.deepEqual(buildQemuArgs(templateSpec), [
+    ...head,
+    ...fileMachine,
+    "memory-backend-file,id=mem0,size=256M,mem-path=/run/vc/vm/template/memory,share=on",
+    ...guest,
+    "-device",
+    "vmgenid,guid=auto",
+  ]);
+});
+
+Deno.test("clone: private mapping of the same file, own GUID, incoming defer", () => {
+  const guid = "5a0d7c5e-3c1e-4a53-9b7e-1d2f3a4b5c6d";
+  const args = buildQemuArgs({
+    ...templateSpec,
+    memory: { kind: "file", path: "/run/vc/vm/template/memory", share: false },
+    vmgenid: guid,
+    incoming: "defer",
+    name: "clone-1",
+  });
+  assert.deepEqual(args, [
+    ...head,
+    ...fileMachine,
+    "memory-backend-file,id=mem0,size=256M,mem-path=/run/vc/vm/template/memory,share=off",
+    ...guest,
+    "-device",
+    `vmgenid,guid=${guid}`,
+    "-name",
+    "clone-1",
+    "-incoming",
+    "defer",
+  ]);
+});
+
+Deno.test("cold boot: anonymous RAM, no hotplug, kvm, q35", () => {
+  assert.deepEqual(buildQemuArgs({ ...base, accel: "kvm", machine: "q35", cpus: 2 }), [
+    ...head,
+    "-machine",
+    "type=q35",
+    "-accel",
+    "kvm",
+    "-smp",
+    "cpus=2,maxcpus=2",
+    "-m",
+    "size=256M",
+    ...guest,
+  ]);
+});
+
+Deno.test("bare: no kernel, agent or console, paused", () => {
+  const args = buildQemuArgs({
+    binary: "qemu",
+    accel: "tcg",
+    cpus: 1,
+    memoryMiB: 64,
+    memory: { kind: "anonymous" },
+    qmpSocket: "/tmp/q.sock",
+    paused: true,
+  });
+  assert.deepEqual(args.slice(head.length), [
+    "-machine",
+    "type=pc",
+    "-accel",
+    "tcg",
+    "-smp",
+    "cpus=1,maxcpus=1",
+    "-m",
+    "size=64M",
+    "-chardev",
+    "socket,id=qmp,path=/tmp/q.sock,server=on,wait=off",
+    "-mon",
+    "chardev=qmp,mode=control",
+    "-S",
+  ]);
+});
+
+Deno.test("commas in option values are doubled; -append and -kernel are not options", () => {
+  const args = buildQemuArgs({
+    ...base,
+    qmpSocket: "/tmp/a,b/qmp.sock",
+    append: "a=1,2",
+    name: "x,y",
+  });
+  assert.ok(args.includes("socket,id=qmp,path=/tmp/a,,b/qmp.sock,server=on,wait=off"));
+  assert.ok(args.includes("a=1,2"));
+  assert.deepEqual(args.slice(-2), ["-name", "x,,y"]);
+});
+
+Deno.test("invalid sizes are rejected", () => {
+  const bad: Partial<QemuSpec>[] = [
+    { cpus: 0 },
+    { cpus: 2, maxCpus: 1 },
+    { memoryMiB: 1.5 },
+    { maxMemoryMiB: 1024 },
+    { slots: 2 },
+    { maxMemoryMiB: 128, slots: 2 },
+    { kernel: undefined },
+  ];
+  for (const change of bad) {
+    assert.throws(() => buildQemuArgs({ ...base, ...change }), RangeError, JSON.stringify(change));
+  }
+});

@@ -1,0 +1,149 @@
+/**
+ * VM templating against real QEMU (TCG): auto-created template, unique clones, shared memory,
+ * hot-add, stale detection, destroy with running clones, and kill -9 of `factory init`.
+ */
+import assert from "node:assert/strict";
+import { UsageError } from "../lib/errors.ts";
+import { DirectFactory } from "../lib/factory/direct_factory.ts";
+import { AgentClient } from "../lib/guest/agent_client.ts";
+import { TemplateFactory } from "../lib/template/template_factory.ts";
+import { isMountPoint, mountCount } from "../lib/template/tmpfs_mount.ts";
+import type { VmRecord } from "../lib/vm/vm_record.ts";
+import { pssKiB, qemuPidsWith, ROOT, vmEnv } from "./_vm_env.ts";
+
+async function sh(vm: VmRecord, line: string): Promise<string> {
+  const agent = await AgentClient.connect(vm.agentSocket, { timeoutMs: 20_000 });
+  try {
+    const res = await agent.exec({ shell: line }, { timeoutMs: 20_000 });
+    assert.equal(res.exitCode, 0, new TextDecoder().decode(res.stderr));
+    return new TextDecoder().decode(res.stdout).trim();
+  } finally {
+    agent.close();
+  }
+}
+
+Deno.test("template: clones are unique, share memory, hot-add, survive destroy", async (t) => {
+  await using env = await vmEnv({ poolSize: 1 });
+  const logs: string[] = [];
+  const factory = new TemplateFactory(env.settings, env.store, { log: (l) => logs.push(l) });
+
+  const a = await factory.getVm({});
+  assert.ok(logs.some((l) => l.includes("no template yet")), "first VM builds the template");
+  assert.equal(a.source, "template");
+  assert.equal((await factory.init()).outcome, "exists", "init after auto-create is a no-op");
+  assert.equal(mountCount(`${env.dir}/template`), 1, "exactly one tmpfs mount");
+  const b = await factory.getVm({});
+
+  await t.step("clones differ in RNG output, boot_id and hostname", async () => {
+    const probe =
+      "head -c 16 /dev/urandom | od -An -tx1; cat /proc/sys/kernel/random/boot_id; hostname";
+    const [outA, outB] = [await sh(a, probe), await sh(b, probe)];
+    const [rngA, bootA, hostA] = outA.split("\n");
+    const [rngB, bootB, hostB] = outB.split("\n");
+    assert.notEqual(rngA, rngB);
+    assert.notEqual(bootA, bootB);
+    assert.equal(hostA, a.hostname);
+    assert.equal(hostB, b.hostname);
+    assert.notEqual(hostA, hostB);
+  });
+
+  await t.step("guest clock within 1 s of the host", async () => {
+    const guest = Number(await sh(a, "date +%s"));
+    assert.ok(
+      Math.abs(guest - Date.now() / 1000) <= 1.5,
+      `guest ${guest} host ${Date.now() / 1000}`,
+    );
+  });
+
+  await t.step("hot-add of one vCPU and 128 MiB", async () => {
+    const big = await factory.getVm({ cpus: 2, memoryMiB: 384 });
+    assert.equal(big.cpus, 2);
+    assert.equal(big.memoryMiB, 384);
+    let online = "";
+    for (let i = 0; i < 50 && online !== "2"; i++) {
+      online = await sh(big, "grep -c ^processor /proc/cpuinfo");
+      if (online !== "2") await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(online, "2");
+    const memTotal = (vm: VmRecord) => sh(vm, "awk '/MemTotal/ {print $2}' /proc/meminfo");
+    const [grown, base] = [Number(await memTotal(big)), Number(await memTotal(a))];
+    assert.ok(grown >= base + 120 * 1024, `MemTotal ${grown} KiB after hot-add, ${base} before`);
+  });
+
+  await t.step("status reports a fresh template and its clones", async () => {
+    const status = await factory.status();
+    assert.equal(status.present, true);
+    assert.equal(status.fresh, true);
+    assert.equal(status.clones, 3);
+  });
+
+  await t.step("stale template: differences named, --strict refuses", async () => {
+    const stale = new TemplateFactory(
+      env.reconfigure({ kernelParams: "loglevel=3" }),
+      env.store,
+      { strict: true, log: () => {} },
+    );
+    const { differences } = await stale.inspect();
+    assert.ok(differences.some((d) => d.includes("kernel_params")), differences.join("; "));
+    await assert.rejects(stale.getVm({}), UsageError);
+    await assert.rejects(stale.init(), /stale/);
+    env.reconfigure({ kernelParams: "" });
+  });
+
+  await t.step("destroy keeps running clones working and unmounts", async () => {
+    const res = await factory.destroy();
+    assert.equal(res.removed, true);
+    assert.equal(res.runningClones, 3);
+    assert.equal(isMountPoint(`${env.dir}/template`), false);
+    assert.equal(await sh(a, "echo alive"), "alive");
+    assert.deepEqual((await factory.destroy()).removed, false, "destroy is idempotent");
+  });
+});
+
+Deno.test("template: 3 clones use a fraction of the memory of 3 cold VMs", async () => {
+  await using env = await vmEnv({ poolSize: 0 });
+  const factory = new TemplateFactory(env.settings, env.store, { log: () => {} });
+  await factory.init();
+  const clones = [];
+  for (let i = 0; i < 3; i++) clones.push(await factory.getVm({}));
+  const direct = new DirectFactory(await factory.plan(), env.store);
+  const cold = await Promise.all([0, 1, 2].map(() => direct.getVm({})));
+  const clonePss = pssKiB(clones.map((v) => v.pid));
+  const coldPss = pssKiB(cold.map((v) => v.pid));
+  console.log(`PSS: 3 clones ${clonePss} KiB, 3 cold VMs ${coldPss} KiB`);
+  assert.ok(clonePss < coldPss * 0.5, `clones ${clonePss} KiB vs cold ${coldPss} KiB`);
+});
+
+Deno.test("template: kill -9 of factory init leaves nothing that blocks the next init", async () => {
+  await using env = await vmEnv({ poolSize: 0 });
+  for (const killAfter of ["boot the template VM", "let the guest settle"]) {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", `${ROOT}cmd/main.ts`, "factory", "init", "--config", env.configPath],
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+    let seen = "";
+    while (!seen.includes(killAfter)) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      seen += value;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    child.kill("SIGKILL");
+    await child.status;
+    reader.releaseLock();
+    await child.stderr.cancel().catch(() => {});
+  }
+  assert.ok(mountCount(`${env.dir}/template`) <= 1, "no stacked mounts");
+  const res = await env.cli(["factory", "init"]);
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(mountCount(`${env.dir}/template`), 1);
+  assert.deepEqual(qemuPidsWith(`${env.dir}/template/.build`), [], "no template QEMU left");
+  const again = await env.cli(["factory", "init"]);
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stderr, /already initialized/);
+  const destroyed = await env.cli(["factory", "destroy"]);
+  assert.equal(destroyed.code, 0, destroyed.stderr);
+  assert.equal(isMountPoint(`${env.dir}/template`), false);
+});
