@@ -126,14 +126,13 @@ export async function vmEnv(initial: Partial<ConfigValues> = {}): Promise<VmEnv>
       return env.settings = read();
     },
     async cli(args, opts = {}) {
+      const config = opts.noConfig ? [] : ["--config", configPath];
+      const dashes = args.indexOf("--");
+      const withConfig = dashes < 0
+        ? [...args, ...config]
+        : [...args.slice(0, dashes), ...config, ...args.slice(dashes)];
       const out = await new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "-A",
-          `${ROOT}cmd/main.ts`,
-          ...args,
-          ...(opts.noConfig ? [] : ["--config", configPath]),
-        ],
+        args: ["run", "-A", `${ROOT}cmd/main.ts`, ...withConfig],
         env: { NO_COLOR: "1" },
         stdout: "piped",
         stderr: "piped",

@@ -4,7 +4,12 @@
  */
 import assert from "node:assert/strict";
 import { buildQemuArgs, type QemuSpec } from "../lib/qemu/qemu_command.ts";
-import { QmpClient, QmpDisconnectedError, type QmpEvent } from "../lib/qemu/qmp_client.ts";
+import {
+  QmpClient,
+  QmpDisconnectedError,
+  type QmpEvent,
+  waitForQmpSocket,
+} from "../lib/qemu/qmp_client.ts";
 import { isQemuAlive, startQemu, stopQemu } from "../lib/qemu/qemu_process.ts";
 import { UsageError, VmfactoryError } from "../lib/errors.ts";
 
@@ -35,7 +40,9 @@ async function sandbox() {
       const { pid } = await startQemu(buildQemuArgs(spec), {
         logFile: `${spec.qmpSocket}.log`,
         pidFile: `${spec.qmpSocket}.pid`,
+        qmpSocket: spec.qmpSocket,
       });
+      assert.equal(Number(await Deno.readTextFile(`${spec.qmpSocket}.pid`)), pid);
       started.push({ pid, qmpSocket: spec.qmpSocket });
       return pid;
     },
@@ -123,17 +130,19 @@ Deno.test("a failed start reports QEMU's stderr; a missing binary names the pack
   const box = await sandbox();
   try {
     const spec = box.spec();
-    const argv = [...buildQemuArgs(spec), "-no-such-option"];
     const opts = { logFile: `${box.dir}/bad.log`, pidFile: `${box.dir}/bad.pid` };
-    const error = await startQemu(argv, opts).catch((e) => e);
+    const argv = [...buildQemuArgs(spec), "-no-such-option"];
+    const error = await startQemu(argv, { ...opts, qmpSocket: spec.qmpSocket }).catch((e) => e);
     assert.ok(error instanceof VmfactoryError);
-    assert.match(error.message, /^Cannot start QEMU: .*-no-such-option: invalid option/);
+    assert.match(error.message, /^Cannot start QEMU: .*-no-such-option: invalid option$/);
 
-    const missing = box.spec({
-      memory: { kind: "file", path: `${box.dir}/nope/mem`, share: true },
-    });
-    const error2 = await startQemu(buildQemuArgs(missing), opts).catch((e) => e);
+    // fails after QEMU created its QMP socket: waitForQmpSocket reports it
+    const late = box.spec({ memory: { kind: "file", path: `${box.dir}/nope/mem`, share: true } });
+    const { pid } = await startQemu(buildQemuArgs(late), opts);
+    const error2 = await waitForQmpSocket(late.qmpSocket, { pid, logFile: opts.logFile })
+      .catch((e) => e);
     assert.match(error2.message, /^Cannot start QEMU: .*nope\/mem/);
+    assert.ok(!isQemuAlive(pid));
 
     const error3 = await startQemu(["/nonexistent/qemu"], opts).catch((e) => e);
     assert.ok(error3 instanceof UsageError);
@@ -156,7 +165,7 @@ Deno.test("QEMU outlives the Deno process that started it, even on SIGINT", asyn
 import { startQemu } from "${lib}qemu_process.ts";
 const spec = ${JSON.stringify(spec)};
 const { pid } = await startQemu(buildQemuArgs(spec), {
-  logFile: spec.qmpSocket + ".log", pidFile: spec.qmpSocket + ".pid" });
+  logFile: spec.qmpSocket + ".log", pidFile: spec.qmpSocket + ".pid", qmpSocket: spec.qmpSocket });
 console.log(pid);
 await new Promise((resolve) => setTimeout(resolve, 60_000));
 `,
@@ -252,7 +261,7 @@ Deno.test("template save and clone load (x-ignore-shared) with hotplug headroom"
   }
 });
 
-Deno.test("timing: spawn -> startQemu resolved -> QMP capabilities answered (median of 10)", async () => {
+Deno.test("timing: spawn -> QMP socket created -> QMP capabilities answered (median of 10)", async () => {
   const box = await sandbox();
   try {
     const resolved: number[] = [];
@@ -267,7 +276,7 @@ Deno.test("timing: spawn -> startQemu resolved -> QMP capabilities answered (med
       await stopQemu({ pid, qmpSocket: spec.qmpSocket, qmp });
     }
     const median = (xs: number[]) => xs.sort((a, b) => a - b)[xs.length >> 1].toFixed(1);
-    console.log(`startQemu resolved ${median(resolved)} ms, capabilities ${median(answered)} ms`);
+    console.log(`socket created ${median(resolved)} ms, capabilities ${median(answered)} ms`);
   } finally {
     await box.cleanup();
   }

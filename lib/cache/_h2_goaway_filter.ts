@@ -4,7 +4,8 @@
  * Deno 2.9's `node:http2` aborts the process inside nghttp2 (`find_stream_on_goaway_func`,
  * denoland/deno#36788) while it processes a GOAWAY, which every grpc-js client sends when it closes
  * its channel. Dropping that frame is harmless for a server: the client opens no new stream after
- * it and closes the socket once its calls are done, which ends the session.
+ * it and closes the socket once its calls are done, which ends the session. The wrapper also tracks
+ * its writes, so the server can tell whether a reply reached the socket before the client died.
  * @module
  */
 

@@ -4,7 +4,7 @@
  * @module
  */
 import { VmfactoryError } from "../errors.ts";
-import { isQemuAlive, readLogTail } from "./qemu_process.ts";
+import { isQemuAlive, qemuExitedError } from "./qemu_process.ts";
 
 /** The greeting QEMU sends when a client connects. */
 export interface QmpGreeting {
@@ -283,8 +283,8 @@ export interface WaitForQmpOptions extends QmpConnectOptions {
 
 /**
  * Connects to a QMP socket that QEMU may not have created yet: retries until it answers or
- * `timeoutMs` (default 5000) passes. Fails fast with the tail of `logFile` when `pid` has exited.
- * Call it right after starting QEMU.
+ * `timeoutMs` (default 5000) passes. When `pid` has exited, fails at once with "Cannot start
+ * QEMU: <last lines of logFile>". Call it right after `startQemu`.
  */
 export async function waitForQmpSocket(
   socketPath: string,
@@ -292,20 +292,15 @@ export async function waitForQmpSocket(
 ): Promise<QmpClient> {
   const timeoutMs = options.timeoutMs ?? 5000;
   const deadline = performance.now() + timeoutMs;
-  const action = `connect to QMP at ${socketPath}`;
+  const { pid, logFile } = options;
   while (true) {
-    if (options.pid !== undefined && !isQemuAlive(options.pid)) {
-      const tail = options.logFile ? await readLogTail(options.logFile) : "";
-      throw new VmfactoryError(
-        action,
-        `QEMU (pid ${options.pid}) exited${tail ? `: ${tail}` : ""}`,
-      );
-    }
+    if (pid !== undefined && !isQemuAlive(pid)) throw await qemuExitedError(pid, logFile);
     const left = deadline - performance.now();
-    if (left <= 0) throw new QmpTimeoutError(action, timeoutMs);
+    if (left <= 0) throw new QmpTimeoutError(`connect to QMP at ${socketPath}`, timeoutMs);
     try {
       return await QmpClient.connect(socketPath, { ...options, timeoutMs: left });
     } catch (error) {
+      if (pid !== undefined && !isQemuAlive(pid)) throw await qemuExitedError(pid, logFile);
       const retry = error instanceof Deno.errors.NotFound ||
         error instanceof Deno.errors.ConnectionRefused;
       if (!retry) throw error;

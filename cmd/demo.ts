@@ -1,0 +1,130 @@
+/**
+ * `vmfactory demo`: the main job on the built-in default, in a private state directory and
+ * template path: build the guest, cold-boot one VM, build the template, clone VMs, print cold
+ * vs clone times and memory, clean up.
+ * @module
+ */
+import { BUILTIN_DEFAULT_TOML, BUILTIN_PATH } from "../lib/config/builtin_default.ts";
+import { mergeSources } from "../lib/config/load_config.ts";
+import { settingsFrom } from "../lib/config/settings.ts";
+import { DirectFactory } from "../lib/factory/direct_factory.ts";
+import { AgentClient } from "../lib/guest/agent_client.ts";
+import { stopQemu } from "../lib/qemu/qemu_process.ts";
+import { SHARED_MEMORY_NOTE, TemplateFactory } from "../lib/template/template_factory.ts";
+import type { VmRecord } from "../lib/vm/vm_record.ts";
+import { VmStore } from "../lib/vm/vm_store.ts";
+import { ms, say } from "./_context.ts";
+
+/** Sum of PSS (proportional set size) of `pids` in MiB. */
+export function pssMiB(pids: number[]): number {
+  let kib = 0;
+  for (const pid of pids) {
+    const text = Deno.readTextFileSync(`/proc/${pid}/smaps_rollup`);
+    kib += Number(/^Pss:\s+(\d+)/m.exec(text)?.[1] ?? 0);
+  }
+  return kib / 1024;
+}
+
+/** The `q`-quantile of `values`. */
+export function quantile(values: number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+}
+
+/** Runs the demo; returns the exit code. */
+export async function runDemo(opts: { clones: number; keep?: boolean }): Promise<number> {
+  const root = await Deno.makeTempDir({ prefix: "vmfactory-demo-" });
+  const overrides = `[factory]\ntemplate_path = "${root}/template"\n` +
+    `[vmfactory]\nstate_dir = "${root}/state"\npool_size = 2\n`;
+  const settings = settingsFrom(mergeSources([
+    { path: BUILTIN_PATH, text: BUILTIN_DEFAULT_TOML },
+    { path: "<demo>", text: overrides },
+  ]));
+  const store = new VmStore(settings.stateDir);
+  const factory = new TemplateFactory(settings, store, {
+    log: say,
+    hooks: {
+      onProgress: (phase, detail) => say(`  guest: ${phase} ${detail}`),
+      onNotice: (n) => say(`  ${n}`),
+      onPhase: (phase) => say(`  template: ${phase}`),
+    },
+  });
+  const vms: VmRecord[] = [];
+  const cleanup = async () => {
+    if (opts.keep) {
+      say(`kept: state in ${settings.stateDir}, template in ${settings.templatePath}`);
+      return;
+    }
+    await Promise.all(vms.map((vm) => stopQemu(vm, { graceMs: 500 })));
+    await factory.destroy();
+    await Deno.remove(root, { recursive: true });
+  };
+  const interrupt = () => {
+    say("interrupted: cleaning up");
+    cleanup().finally(() => Deno.exit(130));
+  };
+  Deno.addSignalListener("SIGINT", interrupt);
+  try {
+    say(`1/4 guest: kernel from the host, initrd with busybox + agent (state in ${root})`);
+    const plan = await factory.plan();
+    say(`    accelerator: ${plan.accel}, ${plan.memoryMiB} MiB, ${plan.cpus} vCPU`);
+
+    say("2/4 cold boot (the direct factory) ...");
+    const cold = await new DirectFactory(plan, store).getVm({});
+    vms.push(cold);
+    say(`    cold boot: ${ms(cold.timings.totalMs)} to agent-ready`);
+    const coldPss = pssMiB([cold.pid]);
+
+    say("3/4 template: boot, settle, save the device state ...");
+    const t0 = performance.now();
+    const init = await factory.init();
+    say(
+      `    template ${init.manifest.id} in ${ms(performance.now() - t0)}; state file ${
+        (init.manifest.stateBytes / 1e6).toFixed(2)
+      } MB (guest RAM stays in the shared memory file)`,
+    );
+    say(`    ${SHARED_MEMORY_NOTE}`);
+
+    say(`4/4 ${opts.clones} clones ...`);
+    const clones: VmRecord[] = [];
+    for (let i = 0; i < opts.clones; i++) {
+      const vm = await factory.getVm({});
+      vms.push(vm);
+      clones.push(vm);
+      await factory.refill();
+      say(`    clone ${vm.id}: ${ms(vm.timings.totalMs)}`);
+    }
+    const agent = await AgentClient.connect(clones[0].agentSocket);
+    const uname = await agent.exec({ shell: "uname -r; hostname" });
+    agent.close();
+    const [release, hostname] = new TextDecoder().decode(uname.stdout).trim().split("\n");
+    say(`    clone ${clones[0].id} runs Linux ${release} as ${hostname}`);
+
+    const totals = clones.map((c) => c.timings.totalMs);
+    const p50 = quantile(totals, 0.5);
+    const clonePss = pssMiB(clones.map((c) => c.pid));
+    const rows = [
+      ["", "cold boot", "template clone", "ratio"],
+      [
+        "request → agent ready",
+        ms(cold.timings.totalMs),
+        `${ms(p50)} p50, ${ms(quantile(totals, 0.95))} p95`,
+        `${(cold.timings.totalMs / p50).toFixed(0)}× faster`,
+      ],
+      [
+        `memory (PSS) of ${clones.length} VMs`,
+        `${(coldPss * clones.length).toFixed(0)} MiB (1 VM × ${clones.length})`,
+        `${clonePss.toFixed(0)} MiB`,
+        `${(100 * clonePss / (coldPss * clones.length)).toFixed(0)}%`,
+      ],
+    ];
+    const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+    console.log();
+    for (const row of rows) console.log(row.map((c, i) => c.padEnd(widths[i])).join("   "));
+    console.log();
+  } finally {
+    Deno.removeSignalListener("SIGINT", interrupt);
+    await cleanup();
+  }
+  return 0;
+}
