@@ -104,6 +104,15 @@ export async function runFactoryInit(opts: { force?: boolean; config?: string })
   }
 }
 
+/** `factory refill` (hidden): tops the clone pool up; `vm create` runs it in the background. */
+export async function runFactoryRefill(opts: { config?: string }): Promise<number> {
+  const ctx = await commandContext(opts);
+  if (!ctx.settings.enableTemplate) return 0;
+  const { factory } = await templateFactory(ctx);
+  await factory.refill();
+  return 0;
+}
+
 /** `factory destroy`. */
 export async function runFactoryDestroy(opts: { config?: string }): Promise<number> {
   const ctx = await commandContext(opts);

@@ -143,6 +143,14 @@ Examples:
       Deno.exitCode = await runFactoryDestroy(opts);
     });
   factory
+    .command("refill", { hidden: true })
+    .description("Top the template's clone pool up to [vmfactory] pool_size (run after vm create).")
+    .addOption(configOption())
+    .action(async (opts) => {
+      const { runFactoryRefill } = await import("./factory.ts");
+      Deno.exitCode = await runFactoryRefill(opts);
+    });
+  factory
     .command("status")
     .description(
       "Template: present, size, age, fresh or stale and why. VMCache: server and its VMs.",

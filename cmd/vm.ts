@@ -10,7 +10,7 @@ import { type CommandContext, commandContext, ms, say } from "./_context.ts";
 async function factoryFor(
   ctx: CommandContext,
   opts: { strict?: boolean; fallback?: boolean },
-): Promise<VmFactory & { refill?: () => Promise<void> }> {
+): Promise<VmFactory> {
   const { settings, store } = ctx;
   if (settings.enableTemplate) {
     const { TemplateFactory } = await import("../lib/template/template_factory.ts");
@@ -54,8 +54,12 @@ export async function runVmCreate(opts: {
       } (${phases})`,
     );
   }
-  await factory.refill?.();
   await factory.close();
+  if (factory.kind === "template") {
+    // top the clone pool up in the background so that this command returns at once
+    const { spawnDetached } = await import("./_self.ts");
+    spawnDetached(["factory", "refill", ...(opts.config ? ["--config", opts.config] : [])]);
+  }
   return 0;
 }
 

@@ -18,7 +18,11 @@ export const BOOT_TIMEOUT_MS = 90_000;
 /** A QEMU process booted from `plan` into `paths`, running and answering QMP. */
 export async function spawnVm(plan: BootPlan, paths: VmPaths, opts: SpecOptions = {}) {
   const argv = buildQemuArgs(qemuSpecFor(plan, paths, opts));
-  return await startQemu(argv, { logFile: `${paths.dir}/qemu.log`, pidFile: paths.pidFile });
+  return await startQemu(argv, {
+    logFile: `${paths.dir}/qemu.log`,
+    pidFile: paths.pidFile,
+    qmpSocket: paths.qmpSocket,
+  });
 }
 
 /** Cold-boots VMs; `getVm` may be called concurrently. */

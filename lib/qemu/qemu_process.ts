@@ -3,9 +3,9 @@
  *
  * QEMU runs as a detached child: its own session (Ctrl-C in the terminal does not reach it), not
  * awaited (the Deno process may exit at once), stdout and stderr appended to a log file (so every
- * message QEMU prints, at start-up or later, is kept). Measured against `-daemonize` (whose
- * launcher returns only after QEMU's whole initialisation): spawn -> QMP answered 104 vs 134 ms
- * on an idle host, about twice as fast under load.
+ * message QEMU prints, at start-up or later, is kept; `-daemonize` sends it to /dev/null). Spawn ->
+ * QMP answered is as fast or a little faster than with `-daemonize` (median 114-149 vs 140-174 ms,
+ * one interleaved run), and the spawn itself returns in ~10 ms, so callers can overlap work.
  * @module
  */
 import { UsageError, VmfactoryError } from "../errors.ts";

@@ -109,7 +109,11 @@ export async function buildTemplate(
     const argv = buildQemuArgs(qemuSpecFor(plan, paths, {
       memory: { kind: "file", path: files.memory, share: true },
     }));
-    ({ pid } = await startQemu(argv, { logFile: `${buildDir}/qemu.log`, pidFile: paths.pidFile }));
+    ({ pid } = await startQemu(argv, {
+      logFile: `${buildDir}/qemu.log`,
+      pidFile: paths.pidFile,
+      qmpSocket: paths.qmpSocket,
+    }));
     hooks.signal?.throwIfAborted();
     const agent = await waitForAgent(paths.agentSocket, {
       deadline: Date.now() + BOOT_TIMEOUT_MS,
@@ -130,7 +134,11 @@ export async function buildTemplate(
     hooks.signal?.throwIfAborted();
 
     hooks.onPhase?.("save the device state");
-    const qmp = await waitForQmpSocket(paths.qmpSocket, { pid, timeoutMs: 5000 });
+    const qmp = await waitForQmpSocket(paths.qmpSocket, {
+      pid,
+      logFile: `${buildDir}/qemu.log`,
+      timeoutMs: 5000,
+    });
     let version: string;
     try {
       version = qmp.version;

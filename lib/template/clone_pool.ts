@@ -1,36 +1,55 @@
 /**
- * A small pool of QEMU processes started ahead of time for the current template: each runs the
- * clone command line with `-incoming defer` (paused, nothing loaded, guest RAM not touched), so a
- * clone request skips QEMU's own start-up. Entries live in the state directory (`pool.json` in a
- * VM folder) so that any process can claim one; a claim is an exclusive file create.
+ * A small pool of clones made ahead of time for the current template, so that a clone request
+ * only has to make one of them unique. Each entry is a QEMU process started with the clone
+ * command line (`-incoming defer`), loaded with the template state, resumed, and warmed once
+ * through the agent (under TCG the first run of each guest code path costs tens of ms); then its
+ * agent sleeps until a host connects (an idle entry uses ~1% of a core). Entries live in the
+ * state directory (`pool.json` in a VM folder) so that any process can claim one; a claim is an
+ * exclusive file create. The RNG seed, boot_id, clock and hostname are set at claim time.
  * @module
  */
+import { AgentClient } from "../guest/agent_client.ts";
 import { buildQemuArgs } from "../qemu/qemu_command.ts";
 import { isQemuAlive, startQemu, stopQemu } from "../qemu/qemu_process.ts";
 import { writeFileAtomic } from "../vm/atomic_write.ts";
+import { PhaseTimer } from "../vm/vm_record.ts";
 import { type VmPaths, vmPaths, type VmStore } from "../vm/vm_store.ts";
 import { type BootPlan, qemuSpecFor } from "../factory/boot_plan.ts";
+import { personalize } from "../vm/personalize.ts";
+import { resumeClone } from "./clone_vm.ts";
 import type { FoundTemplate } from "./template_files.ts";
 
-/** A pre-started clone process. */
+/** An entry still being prepared after this long was left by a crashed process. */
+const STALE_PREPARE_MS = 60_000;
+
+/** `pool.json`: what an entry was made for and whether it is ready. */
+interface PoolMeta {
+  templateId: string;
+  ready: boolean;
+  createdAt: string;
+}
+
+/** A pool entry as found on disk. */
 export interface PoolEntry {
   /** Folder paths (the future VM's). */
   paths: VmPaths;
-  /** Template the process was started for. */
-  templateId: string;
+  /** Its `pool.json`. */
+  meta: PoolMeta;
   /** QEMU pid, when its pid file exists. */
   pid?: number;
 }
 
-/** A claimed, running, pre-started clone process. */
-export interface ClaimedProcess {
+/** A claimed clone, resumed, with its agent connected. */
+export interface ClaimedClone {
   /** Folder paths. */
   paths: VmPaths;
   /** QEMU pid. */
   pid: number;
+  /** Connected agent client (the caller closes it). */
+  agent: AgentClient;
 }
 
-/** The QEMU spec of a clone of `template` (RAM mapped privately from the template's file). */
+/** The QEMU argv of a clone of `template` (RAM mapped privately from the template's file). */
 export function cloneArgs(plan: BootPlan, template: FoundTemplate, paths: VmPaths): string[] {
   return buildQemuArgs(qemuSpecFor(plan, paths, {
     memory: { kind: "file", path: template.files.memory, share: false },
@@ -60,12 +79,12 @@ function readPid(pidFile: string): number | undefined {
   }
 }
 
-/** The pool of pre-started clone processes of one state directory. */
+/** The pool of prepared clones of one state directory. */
 export class ClonePool {
   /** A pool over the VM folders of `store`. */
   constructor(readonly store: VmStore) {}
 
-  /** Unclaimed entries (of any template). */
+  /** Unclaimed entries (of any template, ready or not). */
   entries(): PoolEntry[] {
     const out: PoolEntry[] = [];
     let names: Deno.DirEntry[];
@@ -76,15 +95,19 @@ export class ClonePool {
     }
     for (const { name, isDirectory } of names) {
       if (!isDirectory) continue;
-      const dir = `${this.store.vmsDir}/${name}`;
-      let meta: { templateId: string };
+      const paths = vmPaths(`${this.store.vmsDir}/${name}`, name);
       try {
-        meta = JSON.parse(Deno.readTextFileSync(`${dir}/pool.json`));
+        Deno.statSync(`${paths.dir}/claimed`);
+        continue; // claimed: no longer an entry
       } catch {
-        continue;
+        // unclaimed
       }
-      const paths = vmPaths(dir, name);
-      out.push({ paths, templateId: meta.templateId, pid: readPid(paths.pidFile) });
+      try {
+        const meta = JSON.parse(Deno.readTextFileSync(`${paths.dir}/pool.json`)) as PoolMeta;
+        out.push({ paths, meta, pid: readPid(paths.pidFile) });
+      } catch {
+        // not a pool entry
+      }
     }
     return out;
   }
@@ -99,57 +122,98 @@ export class ClonePool {
     }
   }
 
+  /** Stops a claimed entry's QEMU and removes its folder. */
+  async #discard(entry: PoolEntry): Promise<void> {
+    if (entry.pid) {
+      await stopQemu({ pid: entry.pid, qmpSocket: entry.paths.qmpSocket }, { graceMs: 300 });
+    }
+    await this.store.remove(entry.paths.dir);
+  }
+
   /**
-   * Claims a running process started for `templateId`; undefined when the pool has none. The
-   * caller owns the process from then on (and its folder, which stops being a pool entry).
+   * Claims a ready clone of `templateId` and connects to its agent; undefined when the pool has
+   * none. The caller owns the VM (and its folder, which stops being a pool entry).
    */
-  async claim(templateId: string): Promise<ClaimedProcess | undefined> {
+  async claim(templateId: string): Promise<ClaimedClone | undefined> {
     for (const entry of this.entries()) {
-      if (entry.templateId !== templateId || !entry.pid) continue;
+      if (entry.meta.templateId !== templateId || !entry.meta.ready || !entry.pid) continue;
       if (!this.#claim(entry)) continue;
       if (!isQemuAlive(entry.pid, { expectArg: entry.paths.qmpSocket })) {
-        await this.store.remove(entry.paths.dir);
+        await this.#discard(entry);
+        continue;
+      }
+      let agent: AgentClient;
+      try {
+        agent = await AgentClient.connect(entry.paths.agentSocket, { timeoutMs: 10_000 });
+      } catch {
+        await this.#discard(entry);
         continue;
       }
       await Deno.remove(`${entry.paths.dir}/pool.json`);
       await Deno.remove(`${entry.paths.dir}/claimed`);
-      return { paths: entry.paths, pid: entry.pid };
+      return { paths: entry.paths, pid: entry.pid, agent };
     }
     return undefined;
   }
 
-  /** Starts processes until `size` unclaimed ones exist for `template`; returns how many started. */
-  async topUp(plan: BootPlan, template: FoundTemplate, size: number): Promise<number> {
-    const have = this.entries().filter((e) => e.templateId === template.manifest.id).length;
-    const jobs: Promise<void>[] = [];
-    for (let i = have; i < size; i++) {
-      jobs.push((async () => {
-        const paths = await this.store.allocate();
-        await writeFileAtomic(
-          `${paths.dir}/pool.json`,
-          JSON.stringify({ templateId: template.manifest.id, createdAt: new Date().toISOString() }),
-        );
-        try {
-          await startCloneProcess(plan, template, paths);
-        } catch (err) {
-          await this.store.remove(paths.dir);
-          throw err;
-        }
-      })());
+  /** Makes one entry: start, load, resume, warm up through the agent, mark ready. */
+  async #prepare(plan: BootPlan, template: FoundTemplate): Promise<void> {
+    const paths = await this.store.allocate();
+    const meta: PoolMeta = {
+      templateId: template.manifest.id,
+      ready: false,
+      createdAt: new Date().toISOString(),
+    };
+    const metaPath = `${paths.dir}/pool.json`;
+    await writeFileAtomic(metaPath, JSON.stringify(meta));
+    let pid = 0;
+    try {
+      pid = await startCloneProcess(plan, template, paths);
+      const agent = await resumeClone(template, paths, pid, new PhaseTimer());
+      try {
+        await personalize(agent, { hostname: `pool-${paths.id}`, newBootId: true });
+        await agent.exec(["true"]);
+      } finally {
+        agent.close();
+      }
+      await writeFileAtomic(metaPath, JSON.stringify({ ...meta, ready: true }));
+    } catch (err) {
+      if (pid) await stopQemu({ pid, qmpSocket: paths.qmpSocket }, { graceMs: 300 });
+      await this.store.remove(paths.dir);
+      throw err;
     }
-    await Promise.all(jobs);
-    return jobs.length;
   }
 
-  /** Stops and removes unclaimed entries (all, or those not started for `keepTemplateId`). */
+  /**
+   * Prepares entries until `size` exist for `template` (ready or being prepared), two at a time;
+   * entries whose preparation was abandoned are removed. Returns how many were made.
+   */
+  async topUp(plan: BootPlan, template: FoundTemplate, size: number): Promise<number> {
+    let have = 0;
+    for (const entry of this.entries()) {
+      if (entry.meta.templateId !== template.manifest.id) continue;
+      const age = Date.now() - Date.parse(entry.meta.createdAt);
+      if (!entry.meta.ready && age > STALE_PREPARE_MS && this.#claim(entry)) {
+        await this.#discard(entry);
+        continue;
+      }
+      have++;
+    }
+    let made = 0;
+    while (have + made < size) {
+      const batch = Math.min(2, size - have - made);
+      await Promise.all(Array.from({ length: batch }, () => this.#prepare(plan, template)));
+      made += batch;
+    }
+    return made;
+  }
+
+  /** Stops and removes unclaimed entries (all, or those not made for `keepTemplateId`). */
   async drain(keepTemplateId?: string): Promise<number> {
     let stopped = 0;
     for (const entry of this.entries()) {
-      if (entry.templateId === keepTemplateId || !this.#claim(entry)) continue;
-      if (entry.pid) {
-        await stopQemu({ pid: entry.pid, qmpSocket: entry.paths.qmpSocket }, { graceMs: 500 });
-      }
-      await this.store.remove(entry.paths.dir);
+      if (entry.meta.templateId === keepTemplateId || !this.#claim(entry)) continue;
+      await this.#discard(entry);
       stopped++;
     }
     return stopped;

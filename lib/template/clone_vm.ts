@@ -116,7 +116,7 @@ async function onlineHotAdded(
   }
 }
 
-/** Result of {@link cloneInto}. */
+/** Result of {@link finishClone}. */
 export interface CloneResult {
   /** vCPUs online. */
   cpus: number;
@@ -125,42 +125,61 @@ export interface CloneResult {
 }
 
 /**
- * Turns the waiting QEMU (`pid`, in `paths`) into a running, unique clone of `template` with at
- * least `want`'s shape. May be called once per `-incoming defer` process.
+ * Loads the template state into the waiting QEMU (`pid`, started with `-incoming defer` in
+ * `paths`), resumes it and returns a connected client once the guest agent answers. May be
+ * called once per `-incoming defer` process.
  */
-export async function cloneInto(
+export async function resumeClone(
   template: FoundTemplate,
   paths: VmPaths,
   pid: number,
-  want: { cpus: number; memoryMiB: number; hostname: string },
   timer: PhaseTimer,
-): Promise<CloneResult> {
-  const base = template.manifest.shape;
-  let shape = { cpus: base.cpus, memoryMiB: base.memoryMiB };
+): Promise<AgentClient> {
   const qmp = await waitForQmpSocket(paths.qmpSocket, {
     pid,
     logFile: `${paths.dir}/qemu.log`,
     timeoutMs: CLONE_TIMEOUT_MS,
   });
-  let agent: AgentClient | undefined;
   try {
     timer.mark("qmpMs");
     await loadAndResume(qmp, template, timer);
-    agent = await waitForAgent(paths.agentSocket, { deadline: Date.now() + CLONE_TIMEOUT_MS });
-    timer.mark("agentMs");
-    const growing = want.cpus > shape.cpus || want.memoryMiB > shape.memoryMiB;
-    const before = growing ? (await agent.info()).memTotal : 0;
-    if (growing) shape = await hotAdd(qmp, shape, want);
-    await Promise.all([
-      personalize(agent, { hostname: want.hostname, newBootId: true }),
-      growing
-        ? onlineHotAdded(agent, shape.cpus, before + (shape.memoryMiB - base.memoryMiB) * 0.9 * MIB)
-        : undefined,
-    ]);
-    timer.mark(growing ? "personalizeAndHotplugMs" : "personalizeMs");
   } finally {
     qmp.close();
-    agent?.close();
   }
+  const agent = await waitForAgent(paths.agentSocket, { deadline: Date.now() + CLONE_TIMEOUT_MS });
+  timer.mark("agentMs");
+  return agent;
+}
+
+/**
+ * Makes a resumed clone the caller's VM: hot-adds what `want` needs beyond the template's shape
+ * (and onlines it), then sets a new boot_id, RNG seed, the host clock and the hostname.
+ */
+export async function finishClone(
+  template: FoundTemplate,
+  paths: VmPaths,
+  agent: AgentClient,
+  want: { cpus: number; memoryMiB: number; hostname: string },
+  timer: PhaseTimer,
+): Promise<CloneResult> {
+  const base = template.manifest.shape;
+  let shape = { cpus: base.cpus, memoryMiB: base.memoryMiB };
+  const growing = want.cpus > shape.cpus || want.memoryMiB > shape.memoryMiB;
+  let target = 0;
+  if (growing) {
+    const before = (await agent.info()).memTotal;
+    const qmp = await waitForQmpSocket(paths.qmpSocket, { timeoutMs: CLONE_TIMEOUT_MS });
+    try {
+      shape = await hotAdd(qmp, shape, want);
+    } finally {
+      qmp.close();
+    }
+    target = before + (shape.memoryMiB - base.memoryMiB) * 0.9 * MIB;
+  }
+  await Promise.all([
+    personalize(agent, { hostname: want.hostname, newBootId: true }),
+    growing ? onlineHotAdded(agent, shape.cpus, target) : undefined,
+  ]);
+  timer.mark(growing ? "personalizeAndHotplugMs" : "personalizeMs");
   return shape;
 }

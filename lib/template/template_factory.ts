@@ -19,7 +19,7 @@ import {
   templateInputs,
 } from "./build_template.ts";
 import { ClonePool, startCloneProcess } from "./clone_pool.ts";
-import { cloneInto } from "./clone_vm.ts";
+import { finishClone, resumeClone } from "./clone_vm.ts";
 import {
   fallbackDir,
   findTemplate,
@@ -188,20 +188,30 @@ export class TemplateFactory implements VmFactory {
     timer.mark("checkMs");
     const plan = planFromManifest(template.manifest);
     let claimed = await this.#pool.claim(template.manifest.id);
-    if (!claimed) {
+    if (claimed) timer.mark("claimMs");
+    else {
       const paths = await this.store.allocate();
+      let pid = 0;
       try {
-        claimed = { paths, pid: await startCloneProcess(plan, template, paths) };
+        pid = await startCloneProcess(plan, template, paths);
+        timer.mark("spawnMs");
+        claimed = { paths, pid, agent: await resumeClone(template, paths, pid, timer) };
       } catch (err) {
+        if (pid) await stopQemu({ pid, qmpSocket: paths.qmpSocket }, { graceMs: 300 });
         await this.store.remove(paths.dir);
         throw err;
       }
     }
-    timer.mark("claimMs");
-    const { paths, pid } = claimed;
+    const { paths, pid, agent } = claimed;
     const hostname = request.hostname ?? `vm-${paths.id}`;
     try {
-      const reached = await cloneInto(template, paths, pid, { cpus, memoryMiB, hostname }, timer);
+      const reached = await finishClone(
+        template,
+        paths,
+        agent,
+        { cpus, memoryMiB, hostname },
+        timer,
+      );
       const record: VmRecord = {
         id: paths.id,
         pid,
@@ -224,14 +234,29 @@ export class TemplateFactory implements VmFactory {
       await stopQemu({ pid, qmpSocket: paths.qmpSocket }, { graceMs: 300 });
       await this.store.remove(paths.dir);
       throw err;
+    } finally {
+      agent.close();
     }
   }
 
-  /** Starts pool processes until the configured pool size is reached (after a clone). */
-  async refill(): Promise<void> {
+  /**
+   * Prepares pool clones until the configured pool size is reached (after a clone). Refills of
+   * several processes take turns through a lock file, so the pool never overshoots.
+   */
+  async refill(): Promise<number> {
+    await Deno.mkdir(this.settings.stateDir, { recursive: true });
+    using lock = await Deno.open(`${this.settings.stateDir}/pool.lock`, {
+      create: true,
+      write: true,
+    });
+    await lock.lock(true);
     const template = findTemplate(this.settings.templatePath);
-    if (!template) return;
-    await this.#pool.topUp(planFromManifest(template.manifest), template, this.settings.poolSize);
+    if (!template) return 0;
+    return await this.#pool.topUp(
+      planFromManifest(template.manifest),
+      template,
+      this.settings.poolSize,
+    );
   }
 
   /** Template presence, size, age, freshness (and why not), clones and pool. */
@@ -262,7 +287,7 @@ export class TemplateFactory implements VmFactory {
       shape: template.manifest.shape,
       accel: template.manifest.accel,
       clones: await this.clonesOf(template.manifest.id),
-      pool: pool.filter((e) => e.templateId === template.manifest.id).length,
+      pool: pool.filter((e) => e.meta.templateId === template.manifest.id && e.meta.ready).length,
     };
   }
 

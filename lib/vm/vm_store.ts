@@ -126,7 +126,8 @@ export class VmStore {
   }
 
   /**
-   * Removes folders that a crashed `vm create` left (no record, not a pool entry, older than
+   * Removes folders that a crashed `vm create` left (no record, not a pool entry nor a VMCache
+   * server's VM (`cache.json`, reaped by `factory destroy` instead), older than
    * `minAgeMs`), stopping a QEMU that still runs from one. Returns how many were removed.
    */
   async removeIncomplete(minAgeMs = 120_000): Promise<number> {
@@ -147,7 +148,7 @@ export class VmStore {
           return false;
         }
       };
-      if (!isDirectory || has("record.json") || has("pool.json")) continue;
+      if (!isDirectory || has("record.json") || has("pool.json") || has("cache.json")) continue;
       const age = Date.now() - (Deno.statSync(paths.dir).mtime?.getTime() ?? 0);
       if (age < minAgeMs) continue;
       let pid = 0;

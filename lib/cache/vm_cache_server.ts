@@ -1,0 +1,228 @@
+/**
+ * The VMCache server process (`factory init` with `vm_cache_number > 0`), `factory destroy` and
+ * `factory status` for it. The server runs in the foreground: Ctrl-C, SIGTERM and gRPC `Quit`
+ * all destroy the VMs still cached, remove the socket and return 0; VMs handed out keep running.
+ * @module
+ */
+import type { Settings } from "../config/settings.ts";
+import { resolveBootPlan } from "../factory/boot_plan.ts";
+import { DirectFactory } from "../factory/direct_factory.ts";
+import type { VmFactory } from "../factory/vm_factory.ts";
+import { AGENT_PORT_NAME } from "../qemu/qemu_command.ts";
+import type { VmStore } from "../vm/vm_store.ts";
+import { CacheClient, CacheServerNotRunningError } from "./cache_client.ts";
+import { type CacheServerHandle, startCacheServer } from "./cache_server.ts";
+import { cachedFolders, CacheStore, reapOrphans } from "./cache_store.ts";
+import { cacheVmSource, VmCache } from "./vm_cache.ts";
+
+/** Options of {@link startVmCacheServer}. */
+export interface VmCacheServerOptions {
+  /** Unix socket to listen on. */
+  socketPath: string;
+  /** State directory holding the VM folders. */
+  stateDir: string;
+  /** VMs to keep ready. */
+  size: number;
+  /** Makes the base factory, writing into the given store (which marks folders as cached). */
+  base: (store: CacheStore) => VmFactory;
+  /** Boots at a time (default 2). */
+  concurrency?: number;
+  /** JSON sent as `Config.Data`. */
+  config?: unknown;
+  /** One line per event. */
+  log?: (line: string) => void;
+}
+
+/** A running VMCache server. */
+export interface VmCacheServer {
+  /** The cache. */
+  cache: VmCache;
+  /** The gRPC server. */
+  grpc: CacheServerHandle;
+  /** Ids of the predecessor's orphaned VMs reaped at start. */
+  reaped: string[];
+  /** Resolves once stopped (after `stop` or gRPC `Quit`). */
+  stopped: Promise<void>;
+  /** Destroys the cached VMs (and boots in progress), closes the socket; idempotent. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a VMCache server: binds the socket (refusing a live server with a UsageError), reaps the
+ * orphaned VMs of a dead predecessor, starts filling the cache. Returns at once.
+ */
+export async function startVmCacheServer(opts: VmCacheServerOptions): Promise<VmCacheServer> {
+  const log = opts.log ?? (() => {});
+  const store = new CacheStore(opts.stateDir, opts.socketPath);
+  let cache: VmCache | undefined;
+  // the cache starts booting when made: only once the socket is ours (a live server refused)
+  const source = cacheVmSource(
+    {
+      take: (signal) => cache!.take(signal),
+      cached: () => cache?.cached() ?? [],
+      giveBack: (record, reason) => cache!.giveBack(record, reason),
+    },
+    {
+      stateDir: opts.stateDir,
+      config: opts.config ?? {},
+      agentConfig: { port: AGENT_PORT_NAME },
+    },
+  );
+  const grpc = await startCacheServer({ socketPath: opts.socketPath, source, log });
+  const reaped = await reapOrphans(opts.stateDir);
+  if (reaped.length) {
+    log(`cache: reaped ${reaped.length} orphaned cached VM(s) of a dead server: ${reaped.join(", ")}`);
+  }
+  cache = new VmCache(opts.base(store), {
+    size: opts.size,
+    concurrency: opts.concurrency,
+    keeper: store,
+    log,
+  });
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    stopping ??= (async () => {
+      await grpc.close();
+      await cache.close();
+      const left = await store.destroyOwn(); // boots that outlived the grace period
+      if (left) log(`cache: stopped ${left} VM(s) still booting`);
+    })();
+  grpc.onQuit(() => void stop());
+  const stopped = grpc.closed.then(() => stop());
+  return { cache, grpc, reaped, stopped, stop };
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * `factory init` for VMCache: runs the server in the foreground until Ctrl-C, SIGTERM or gRPC
+ * `Quit`, then returns 0. Throws a UsageError (exit 2) when a live server owns the socket.
+ */
+export async function runCacheServer(
+  settings: Settings,
+  store: VmStore,
+  options: { log?: (line: string) => void } = {},
+): Promise<number> {
+  const log = options.log ?? console.error;
+  const socketPath = settings.vmCacheEndpoint;
+  const plan = await resolveBootPlan(settings, {
+    onNotice: log,
+    onProgress: (phase, detail) => log(`guest: ${phase}${detail ? ` (${detail})` : ""}`),
+  });
+  const server = await startVmCacheServer({
+    socketPath,
+    stateDir: store.stateDir,
+    size: settings.vmCacheNumber,
+    base: (cacheStore) => new DirectFactory(plan, cacheStore),
+    config: { settings, plan },
+    log,
+  });
+  log(
+    `VMCache server (pid ${Deno.pid}) listening on ${socketPath}; booting ${settings.vmCacheNumber} VM(s) (Ctrl-C stops it and destroys the cached VMs)`,
+  );
+  const onSignal = () => {
+    log("cache: stopping: destroying the cached VMs (VMs handed out keep running)");
+    void server.stop();
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  try {
+    await server.stopped;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+  }
+  log("VMCache server stopped");
+  return 0;
+}
+
+async function waitExit(pid: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      Deno.statSync(`/proc/${pid}`);
+    } catch {
+      return true;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return false;
+}
+
+/**
+ * `factory destroy` for VMCache: asks a running server to `Quit` and waits for it to exit, then
+ * reaps orphans of a dead server. Idempotent: no server is not an error. Returns 0.
+ */
+export async function destroyCache(
+  settings: Settings,
+  store: VmStore,
+  options: { log?: (line: string) => void } = {},
+): Promise<number> {
+  const log = options.log ?? console.error;
+  const socketPath = settings.vmCacheEndpoint;
+  let client: CacheClient | undefined;
+  try {
+    client = await CacheClient.connect(socketPath, { timeoutMs: 10_000 });
+    const { pid } = await client.status();
+    await client.quit();
+    if (!(await waitExit(pid, 30_000))) {
+      log(`the VMCache server (pid ${pid}) got Quit but is still running after 30 s`);
+    } else log(`VMCache server (pid ${pid}) stopped; its cached VMs are destroyed`);
+  } catch (err) {
+    if (!(err instanceof CacheServerNotRunningError)) throw err;
+    log(`no VMCache server running on ${socketPath}`);
+  } finally {
+    client?.close();
+  }
+  const reaped = await reapOrphans(store.stateDir);
+  if (reaped.length) log(`reaped ${reaped.length} orphaned cached VM(s): ${reaped.join(", ")}`);
+  return 0;
+}
+
+/**
+ * `factory status` for VMCache: server pid, socket and cached VMs with their age (from gRPC
+ * `Status`, ages from the state directory); `running: false` when no server answers.
+ */
+export async function cacheStatus(settings: Settings): Promise<Record<string, unknown>> {
+  const socket = settings.vmCacheEndpoint;
+  const base = { kind: "cache", enabled: settings.vmCacheNumber > 0, socket };
+  const folders = cachedFolders(settings.stateDir);
+  let client: CacheClient | undefined;
+  try {
+    client = await CacheClient.connect(socket, { timeoutMs: 5000 });
+    const status = await client.status();
+    const now = Date.now();
+    const vms = status.vms.map((vm) => {
+      const record = folders.find((f) => f.marker.record?.pid === vm.pid)?.marker.record;
+      return {
+        ...(record ? { id: record.id } : {}),
+        pid: vm.pid,
+        cpus: vm.cpu,
+        memoryMiB: vm.memory,
+        ...(record ? { ageSeconds: Math.round((now - Date.parse(record.createdAt)) / 1000) } : {}),
+      };
+    });
+    return {
+      ...base,
+      running: true,
+      pid: status.pid,
+      size: settings.vmCacheNumber,
+      cached: vms.length,
+      vms,
+    };
+  } catch (err) {
+    if (!(err instanceof CacheServerNotRunningError)) {
+      return { ...base, running: false, error: errorText(err) };
+    }
+    return {
+      ...base,
+      running: false,
+      note: "not running (start it with `vmfactory factory init`)",
+      orphans: folders.length,
+    };
+  } finally {
+    client?.close();
+  }
+}
