@@ -149,7 +149,9 @@ export async function runFactoryStatus(opts: { json?: boolean; config?: string }
   }
   for (const [key, value] of Object.entries(status)) {
     const text = Array.isArray(value)
-      ? (value.length ? "\n  - " + value.join("\n  - ") : "none")
+      ? (value.length
+        ? "\n  - " + value.map((v) => typeof v === "object" ? JSON.stringify(v) : v).join("\n  - ")
+        : "none")
       : typeof value === "object" && value !== null
       ? JSON.stringify(value)
       : String(value);

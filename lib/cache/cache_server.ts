@@ -19,6 +19,7 @@ import net, { type Socket } from "node:net";
 import process from "node:process";
 import type { ServiceDefinition } from "@grpc/grpc-js";
 import { UsageError, VmfactoryError } from "../errors.ts";
+import { socketsCloseOnExec } from "./_cloexec.ts";
 import { filterConnection, type FilteredConnection } from "./_h2_goaway_filter.ts";
 import { CacheClient } from "./cache_client.ts";
 import { loadCacheGrpc } from "./cache_proto.ts";
@@ -209,6 +210,7 @@ export async function startCacheServer(options: CacheServerOptions): Promise<Cac
   });
   h2.on("error", (err) => log(`server error: ${message(err)}`));
   const server = net.createServer((socket) => {
+    socketsCloseOnExec(); // QEMUs started later must not hold client connections open
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
     socket.on("error", () => {});
@@ -230,6 +232,12 @@ export async function startCacheServer(options: CacheServerOptions): Promise<Cac
     process.umask(previousUmask);
   }
   Deno.chmodSync(socketPath, 0o600);
+  if (!socketsCloseOnExec()) {
+    log(
+      "warning: cannot mark the server socket close-on-exec (no FFI permission?): processes " +
+        "started from here keep it open, so after a crash it looks alive until they exit",
+    );
+  }
   const socketIno = Deno.statSync(socketPath).ino;
 
   const close = () => {

@@ -79,10 +79,11 @@ export class VmCache implements VmFactory {
     if (!(options.size > 0)) throw new RangeError("VmCache size must be > 0");
     this.#base = base;
     this.#opts = {
-      concurrency: 2,
-      retryMs: { initial: 1000, max: 30_000 },
-      log: () => {},
-      ...options,
+      size: options.size,
+      keeper: options.keeper,
+      concurrency: options.concurrency ?? 2,
+      retryMs: options.retryMs ?? { initial: 1000, max: 30_000 },
+      log: options.log ?? (() => {}),
     };
     this.#pump();
   }
@@ -106,9 +107,10 @@ export class VmCache implements VmFactory {
     signal?.throwIfAborted();
     const entry = this.#ready.shift();
     const record = entry ? entry.record : await this.#wait(signal);
-    this.#pump();
     try {
       const handed = await this.#opts.keeper.handOut(record);
+      // the refill starts after the caller's reply went out: spawning QEMU takes milliseconds
+      setTimeout(() => this.#pump(), 0);
       this.#handedOut++;
       this.#opts.log(
         `cache: handed out VM ${record.id} (pid ${record.pid}); ${this.#ready.length}/${this.#opts.size} ready, ${this.#boots.size} booting`,
@@ -223,7 +225,9 @@ export class VmCache implements VmFactory {
     const { size } = this.#opts;
     const readyNow = `${this.#ready.length}/${size}`;
     if (!this.#filled) {
-      this.#opts.log(`cache: ${readyNow} VMs ready (${seconds(performance.now() - this.#started)})`);
+      this.#opts.log(
+        `cache: ${readyNow} VMs ready (${seconds(performance.now() - this.#started)})`,
+      );
       if (this.#ready.length >= size) {
         this.#filled = true;
         this.#firstFill.resolve();

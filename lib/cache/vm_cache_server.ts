@@ -54,13 +54,15 @@ export interface VmCacheServer {
 export async function startVmCacheServer(opts: VmCacheServerOptions): Promise<VmCacheServer> {
   const log = opts.log ?? (() => {});
   const store = new CacheStore(opts.stateDir, opts.socketPath);
-  let cache: VmCache | undefined;
-  // the cache starts booting when made: only once the socket is ours (a live server refused)
+  // the cache starts booting when made: only once the socket is ours (a live server refused);
+  // a call that arrives before (while orphans are reaped) waits for it
+  const made = Promise.withResolvers<VmCache>();
+  const slot: { cache?: VmCache } = {};
   const source = cacheVmSource(
     {
-      take: (signal) => cache!.take(signal),
-      cached: () => cache?.cached() ?? [],
-      giveBack: (record, reason) => cache!.giveBack(record, reason),
+      take: async (signal) => (slot.cache ?? await made.promise).take(signal),
+      cached: () => slot.cache?.cached() ?? [],
+      giveBack: (record, reason) => void made.promise.then((c) => c.giveBack(record, reason)),
     },
     {
       stateDir: opts.stateDir,
@@ -71,14 +73,17 @@ export async function startVmCacheServer(opts: VmCacheServerOptions): Promise<Vm
   const grpc = await startCacheServer({ socketPath: opts.socketPath, source, log });
   const reaped = await reapOrphans(opts.stateDir);
   if (reaped.length) {
-    log(`cache: reaped ${reaped.length} orphaned cached VM(s) of a dead server: ${reaped.join(", ")}`);
+    log(
+      `cache: reaped ${reaped.length} orphaned cached VM(s) of a dead server: ${reaped.join(", ")}`,
+    );
   }
-  cache = new VmCache(opts.base(store), {
+  const cache = slot.cache = new VmCache(opts.base(store), {
     size: opts.size,
     concurrency: opts.concurrency,
     keeper: store,
     log,
   });
+  made.resolve(cache);
   let stopping: Promise<void> | undefined;
   const stop = () =>
     stopping ??= (async () => {
