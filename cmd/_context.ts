@@ -1,5 +1,6 @@
 /** Shared set-up for the `vm`, `factory` and `guest` commands. @module */
-import { loadConfig } from "../lib/config/load_config.ts";
+import { loadConfig, type LoadedConfig } from "../lib/config/load_config.ts";
+import { UsageError } from "../lib/errors.ts";
 import { type Settings, settingsFrom } from "../lib/config/settings.ts";
 import { VmStore } from "../lib/vm/vm_store.ts";
 
@@ -9,13 +10,45 @@ export interface CommandContext {
   settings: Settings;
   /** VM folders in the state directory. */
   store: VmStore;
+  /** The configuration files read. */
+  loaded: LoadedConfig;
 }
 
 /** Loads the configuration (`--config`, then Kata's lookup, then the built-in default). */
 export async function commandContext(opts: { config?: string }): Promise<CommandContext> {
   const loaded = await loadConfig({ config: opts.config, env: Deno.env.toObject() });
   const settings = settingsFrom(loaded);
-  return { settings, store: new VmStore(settings.stateDir) };
+  return { settings, store: new VmStore(settings.stateDir), loaded };
+}
+
+/**
+ * Refuses (exit 2, with the findings) a configuration the linter rejects. The linter runs once
+ * per distinct configuration text: a clean result is remembered in the state directory, so the
+ * `vm create` fast path pays a hash, not a lint.
+ */
+export async function requireLintClean(ctx: CommandContext, configPath?: string): Promise<void> {
+  const text = ctx.loaded.sources.map((s) => `${s.path}\0${s.text}`).join("\0");
+  const digest = new Uint8Array(
+    await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)),
+  );
+  const hash = Array.from(digest.slice(0, 12), (b) => b.toString(16).padStart(2, "0")).join("");
+  const marker = `${ctx.settings.stateDir}/lint-ok/${hash}`;
+  try {
+    Deno.statSync(marker);
+    return;
+  } catch {
+    // not linted yet
+  }
+  const { formatText, lintConfig } = await import("../lint/mod.ts");
+  const { results } = await lintConfig({ config: configPath, env: Deno.env.toObject() });
+  if (results.some((r) => r.diagnostics.some((d) => d.severity === "error"))) {
+    throw new UsageError(
+      "use this configuration",
+      `the linter rejects it:\n${formatText(results, { color: false })}`,
+    );
+  }
+  await Deno.mkdir(`${ctx.settings.stateDir}/lint-ok`, { recursive: true });
+  await Deno.writeTextFile(marker, "");
 }
 
 /** Writes one line to stderr (progress, warnings) without touching stdout. */

@@ -4,7 +4,7 @@ import type { VmFactory } from "../lib/factory/vm_factory.ts";
 import { AgentClient } from "../lib/guest/agent_client.ts";
 import { stopQemu } from "../lib/qemu/qemu_process.ts";
 import type { VmRecord } from "../lib/vm/vm_record.ts";
-import { type CommandContext, commandContext, ms, say } from "./_context.ts";
+import { type CommandContext, commandContext, ms, requireLintClean, say } from "./_context.ts";
 
 /** Picks the factory the configuration enables: template, VMCache client, or direct. */
 async function factoryFor(
@@ -36,6 +36,7 @@ export async function runVmCreate(opts: {
   config?: string;
 }): Promise<number> {
   const ctx = await commandContext(opts);
+  await requireLintClean(ctx, opts.config);
   const factory = await factoryFor(ctx, opts);
   const record = await factory.getVm({
     cpus: opts.cpus,

@@ -45,6 +45,16 @@ Deno.test("vm CLI: create → exec → list → destroy; VMs outlive the CLI; ki
     assert.doesNotMatch(unknown.stderr, /at .*\.ts:\d+/, "no stack trace");
     const noCommand = await env.cli(["vm", "exec", a.id]);
     assert.equal(noCommand.code, 2);
+    const bad = `${env.dir}/bad.toml`;
+    await Deno.writeTextFile(
+      bad,
+      (await Deno.readTextFile(env.configPath))
+        .replace("enable_template = false", "enable_template = true")
+        .replace("vm_cache_number = 0", "vm_cache_number = 1"),
+    );
+    const rejected = await env.cli(["vm", "create", "--config", bad], { noConfig: true });
+    assert.equal(rejected.code, 2);
+    assert.match(rejected.stderr, /the linter rejects it:[\s\S]*template-cache-exclusive/);
   });
 
   await t.step("list reports a VM whose QEMU was killed -9 as dead", async () => {
