@@ -112,7 +112,7 @@ export class CacheClient {
   }
 
   /** Takes one cached VM; waits up to `timeoutMs` (default: the client's) for one to be ready. */
-  async getBaseVM(timeoutMs = this.#timeoutMs): Promise<CachedVm> {
+  async getBaseVM(timeoutMs: number = this.#timeoutMs): Promise<CachedVm> {
     const r = await this.#call("GetBaseVM", timeoutMs) as CachedVm;
     return {
       id: r.id,

@@ -124,7 +124,7 @@ export class CacheStore extends VmStore {
   }
 
   /** Creates a folder already marked as this server's. */
-  override async allocate(id = newVmId()): Promise<VmPaths> {
+  override async allocate(id: string = newVmId()): Promise<VmPaths> {
     const paths = await super.allocate(id);
     await this.#writeMarker(paths.dir);
     return paths;

@@ -69,7 +69,7 @@ export class VmStore {
   }
 
   /** Creates an empty folder for a new VM and returns its paths. */
-  async allocate(id = newVmId()): Promise<VmPaths> {
+  async allocate(id: string = newVmId()): Promise<VmPaths> {
     await Deno.mkdir(this.vmsDir, { recursive: true, mode: 0o700 });
     const dir = `${this.vmsDir}/${id}`;
     await Deno.mkdir(dir, { mode: 0o700 });
