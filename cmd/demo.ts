@@ -12,24 +12,9 @@ import { AgentClient } from "../lib/guest/agent_client.ts";
 import { stopQemu } from "../lib/qemu/qemu_process.ts";
 import { SHARED_MEMORY_NOTE, TemplateFactory } from "../lib/template/template_factory.ts";
 import type { VmRecord } from "../lib/vm/vm_record.ts";
+import { pssMiB, quantile } from "../lib/vm/vm_stats.ts";
 import { VmStore } from "../lib/vm/vm_store.ts";
 import { ms, say } from "./_context.ts";
-
-/** Sum of PSS (proportional set size) of `pids` in MiB. */
-export function pssMiB(pids: number[]): number {
-  let kib = 0;
-  for (const pid of pids) {
-    const text = Deno.readTextFileSync(`/proc/${pid}/smaps_rollup`);
-    kib += Number(/^Pss:\s+(\d+)/m.exec(text)?.[1] ?? 0);
-  }
-  return kib / 1024;
-}
-
-/** The `q`-quantile of `values`. */
-export function quantile(values: number[], q: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
-}
 
 /** Runs the demo; returns the exit code. */
 export async function runDemo(opts: { clones: number; keep?: boolean }): Promise<number> {

@@ -261,27 +261,6 @@ Deno.test("template save and clone load (x-ignore-shared) with hotplug headroom"
   }
 });
 
-Deno.test("timing: spawn -> QMP socket created -> QMP capabilities answered (median of 10)", async () => {
-  const box = await sandbox();
-  try {
-    const resolved: number[] = [];
-    const answered: number[] = [];
-    for (let i = 0; i < 10; i++) {
-      const spec = box.spec();
-      const start = performance.now();
-      const pid = await box.start(spec);
-      resolved.push(performance.now() - start);
-      const qmp = await QmpClient.connect(spec.qmpSocket);
-      answered.push(performance.now() - start);
-      await stopQemu({ pid, qmpSocket: spec.qmpSocket, qmp });
-    }
-    const median = (xs: number[]) => xs.sort((a, b) => a - b)[xs.length >> 1].toFixed(1);
-    console.log(`socket created ${median(resolved)} ms, capabilities ${median(answered)} ms`);
-  } finally {
-    await box.cleanup();
-  }
-});
-
 Deno.test("no QEMU from these tests is left running", () => {
   assert.deepEqual(livePidsMentioning(PREFIX), []);
 });
