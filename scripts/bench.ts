@@ -849,7 +849,9 @@ try {
   console.log(out.join("\n"));
   console.log(`\nwrote ${OUT_DIR}/bench.json and ${OUT_DIR}/bench.svg`);
 } catch (err) {
-  console.error(`bench failed: ${err instanceof Error ? err.stack ?? err.message : err}`);
+  if (!interrupted) {
+    console.error(`bench failed: ${err instanceof Error ? err.stack ?? err.message : err}`);
+  }
   exitCode = 1;
 } finally {
   stamp("cleaning up");

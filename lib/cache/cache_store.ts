@@ -13,7 +13,7 @@
 import { stopQemu } from "../qemu/qemu_process.ts";
 import { writeFileAtomic } from "../vm/atomic_write.ts";
 import type { VmRecord } from "../vm/vm_record.ts";
-import { newVmId, type VmPaths, vmPaths, VmStore } from "../vm/vm_store.ts";
+import { newVmId, readPidFile, type VmPaths, vmPaths, VmStore } from "../vm/vm_store.ts";
 
 /** Name of the marker file of a cached VM's folder. */
 export const CACHE_MARKER = "cache.json";
@@ -78,18 +78,9 @@ export function cachedFolders(stateDir: string): CachedFolder[] {
   return out;
 }
 
-function readPid(pidFile: string): number | undefined {
-  try {
-    const pid = Number(Deno.readTextFileSync(pidFile).trim());
-    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** Stops the QEMU of a VM folder (if it runs) and removes the folder. */
 async function discard(paths: VmPaths): Promise<void> {
-  const pid = readPid(paths.pidFile);
+  const pid = readPidFile(paths.pidFile);
   if (pid) await stopQemu({ pid, qmpSocket: paths.qmpSocket }, { graceMs: 300 });
   await Deno.remove(paths.dir, { recursive: true }).catch(() => {});
 }

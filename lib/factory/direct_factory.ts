@@ -3,12 +3,12 @@
  * @module
  */
 import { VmfactoryError } from "../errors.ts";
-import { waitForAgent } from "../guest/agent_client.ts";
+import { type AgentClient, waitForAgent } from "../guest/agent_client.ts";
 import { buildQemuArgs } from "../qemu/qemu_command.ts";
 import { readLogTail, startQemu, stopQemu } from "../qemu/qemu_process.ts";
 import { personalize } from "../vm/personalize.ts";
 import { PhaseTimer, type VmRecord } from "../vm/vm_record.ts";
-import type { VmPaths, VmStore } from "../vm/vm_store.ts";
+import { recordFor, type VmPaths, type VmStore } from "../vm/vm_store.ts";
 import { type BootPlan, qemuSpecFor, type SpecOptions } from "./boot_plan.ts";
 import type { FactoryStatus, VmFactory, VmRequest } from "./vm_factory.ts";
 
@@ -23,6 +23,22 @@ export async function spawnVm(plan: BootPlan, paths: VmPaths, opts: SpecOptions 
     pidFile: paths.pidFile,
     qmpSocket: paths.qmpSocket,
   });
+}
+
+/**
+ * Waits until a booting VM's agent answers (up to {@link BOOT_TIMEOUT_MS}); on failure the error
+ * carries the last lines of the guest console.
+ */
+export async function waitForBoot(paths: VmPaths, action: string): Promise<AgentClient> {
+  try {
+    return await waitForAgent(paths.agentSocket, { deadline: Date.now() + BOOT_TIMEOUT_MS });
+  } catch (err) {
+    const tail = await readLogTail(paths.consoleLog, 3);
+    throw new VmfactoryError(
+      action,
+      `${(err as Error).message}${tail ? `; console: ${tail}` : ""}`,
+    );
+  }
 }
 
 /** Cold-boots VMs; `getVm` may be called concurrently. */
@@ -43,12 +59,7 @@ export class DirectFactory implements VmFactory {
     try {
       ({ pid } = await spawnVm(this.plan, paths, { cpus, memoryMiB }));
       timer.mark("spawnMs");
-      const agent = await waitForAgent(paths.agentSocket, {
-        deadline: Date.now() + BOOT_TIMEOUT_MS,
-      }).catch(async (err) => {
-        const tail = await readLogTail(paths.consoleLog, 3);
-        throw new VmfactoryError("boot a VM", `${err.message}${tail ? `; console: ${tail}` : ""}`);
-      });
+      const agent = await waitForBoot(paths, "boot a VM");
       timer.mark("bootMs");
       const hostname = request.hostname ?? `vm-${paths.id}`;
       try {
@@ -57,21 +68,15 @@ export class DirectFactory implements VmFactory {
         agent.close();
       }
       timer.mark("personalizeMs");
-      const record: VmRecord = {
-        id: paths.id,
+      const record = recordFor(paths, {
         pid,
         source: "direct",
         cpus,
         memoryMiB,
         hostname,
-        createdAt: new Date().toISOString(),
-        dir: paths.dir,
-        qmpSocket: paths.qmpSocket,
-        agentSocket: paths.agentSocket,
-        consoleLog: paths.consoleLog,
         accel: this.plan.accel,
         timings: timer.done(),
-      };
+      });
       await this.store.save(record);
       return record;
     } catch (err) {

@@ -6,13 +6,12 @@
  * @module
  */
 import { VmfactoryError } from "../errors.ts";
-import { waitForAgent } from "../guest/agent_client.ts";
 import { buildQemuArgs } from "../qemu/qemu_command.ts";
-import { isQemuAlive, readLogTail, startQemu, stopQemu } from "../qemu/qemu_process.ts";
+import { isQemuAlive, startQemu, stopQemu } from "../qemu/qemu_process.ts";
 import { waitForQmpSocket } from "../qemu/qmp_client.ts";
 import { vmPaths } from "../vm/vm_store.ts";
 import { type BootPlan, qemuSpecFor } from "../factory/boot_plan.ts";
-import { BOOT_TIMEOUT_MS } from "../factory/direct_factory.ts";
+import { waitForBoot } from "../factory/direct_factory.ts";
 import { PhaseTimer } from "../vm/vm_record.ts";
 import { templateFiles, writeManifest } from "./template_files.ts";
 import { fileIdentity, type TemplateInputs, type TemplateManifest } from "./template_manifest.ts";
@@ -115,15 +114,7 @@ export async function buildTemplate(
       qmpSocket: paths.qmpSocket,
     }));
     hooks.signal?.throwIfAborted();
-    const agent = await waitForAgent(paths.agentSocket, {
-      deadline: Date.now() + BOOT_TIMEOUT_MS,
-    }).catch(async (err) => {
-      const tail = await readLogTail(paths.consoleLog, 3);
-      throw new VmfactoryError(
-        "boot the template VM",
-        `${err.message}${tail ? `; console: ${tail}` : ""}`,
-      );
-    });
+    const agent = await waitForBoot(paths, "boot the template VM");
     timer.mark("bootMs");
     hooks.onPhase?.("let the guest settle");
     await new Promise((r) => setTimeout(r, SETTLE_MS));

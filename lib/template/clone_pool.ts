@@ -13,7 +13,7 @@ import { buildQemuArgs } from "../qemu/qemu_command.ts";
 import { isQemuAlive, startQemu, stopQemu } from "../qemu/qemu_process.ts";
 import { writeFileAtomic } from "../vm/atomic_write.ts";
 import { PhaseTimer } from "../vm/vm_record.ts";
-import { type VmPaths, vmPaths, type VmStore } from "../vm/vm_store.ts";
+import { readPidFile, type VmPaths, vmPaths, type VmStore } from "../vm/vm_store.ts";
 import { type BootPlan, qemuSpecFor } from "../factory/boot_plan.ts";
 import { personalize } from "../vm/personalize.ts";
 import { resumeClone } from "./clone_vm.ts";
@@ -70,15 +70,6 @@ export async function startCloneProcess(
   return pid;
 }
 
-function readPid(pidFile: string): number | undefined {
-  try {
-    const pid = Number(Deno.readTextFileSync(pidFile).trim());
-    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** The pool of prepared clones of one state directory. */
 export class ClonePool {
   /** A pool over the VM folders of `store`. */
@@ -104,7 +95,7 @@ export class ClonePool {
       }
       try {
         const meta = JSON.parse(Deno.readTextFileSync(`${paths.dir}/pool.json`)) as PoolMeta;
-        out.push({ paths, meta, pid: readPid(paths.pidFile) });
+        out.push({ paths, meta, pid: readPidFile(paths.pidFile) });
       } catch {
         // not a pool entry
       }

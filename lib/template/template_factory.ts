@@ -11,7 +11,7 @@ import { type BootPlan, type BootPlanHooks, resolveBootPlan } from "../factory/b
 import { DirectFactory } from "../factory/direct_factory.ts";
 import type { FactoryStatus, VmFactory, VmRequest } from "../factory/vm_factory.ts";
 import { PhaseTimer, type VmRecord } from "../vm/vm_record.ts";
-import type { VmStore } from "../vm/vm_store.ts";
+import { recordFor, type VmStore } from "../vm/vm_store.ts";
 import {
   buildTemplate,
   planFromManifest,
@@ -212,22 +212,16 @@ export class TemplateFactory implements VmFactory {
         { cpus, memoryMiB, hostname },
         timer,
       );
-      const record: VmRecord = {
-        id: paths.id,
+      const record = recordFor(paths, {
         pid,
         source: "template",
         cpus: reached.cpus,
         memoryMiB: reached.memoryMiB,
         hostname,
-        createdAt: new Date().toISOString(),
-        dir: paths.dir,
-        qmpSocket: paths.qmpSocket,
-        agentSocket: paths.agentSocket,
-        consoleLog: paths.consoleLog,
         accel: plan.accel,
         templateId: template.manifest.id,
         timings: timer.done(),
-      };
+      });
       await this.store.save(record);
       return record;
     } catch (err) {

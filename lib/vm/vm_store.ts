@@ -53,6 +53,32 @@ export function processMatches(pid: number, marker: string): boolean {
   }
 }
 
+/** The pid in a QEMU pid file; undefined when the file is missing or not a pid. */
+export function readPidFile(pidFile: string): number | undefined {
+  try {
+    const pid = Number(Deno.readTextFileSync(pidFile).trim());
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The record of a VM living in `paths`, created now. */
+export function recordFor(
+  paths: VmPaths,
+  fields: Omit<VmRecord, "id" | "dir" | "qmpSocket" | "agentSocket" | "consoleLog" | "createdAt">,
+): VmRecord {
+  return {
+    id: paths.id,
+    ...fields,
+    createdAt: new Date().toISOString(),
+    dir: paths.dir,
+    qmpSocket: paths.qmpSocket,
+    agentSocket: paths.agentSocket,
+    consoleLog: paths.consoleLog,
+  };
+}
+
 /** Makes a new short random id. */
 export function newVmId(): string {
   return crypto.randomUUID().replaceAll("-", "").slice(0, 10);
@@ -151,13 +177,8 @@ export class VmStore {
       if (!isDirectory || has("record.json") || has("pool.json") || has("cache.json")) continue;
       const age = Date.now() - (Deno.statSync(paths.dir).mtime?.getTime() ?? 0);
       if (age < minAgeMs) continue;
-      let pid = 0;
-      try {
-        pid = Number(Deno.readTextFileSync(paths.pidFile).trim());
-      } catch {
-        // never started
-      }
-      if (pid > 0 && processMatches(pid, paths.qmpSocket)) Deno.kill(pid, "SIGKILL");
+      const pid = readPidFile(paths.pidFile);
+      if (pid && processMatches(pid, paths.qmpSocket)) Deno.kill(pid, "SIGKILL");
       await this.remove(paths.dir);
       removed++;
     }
