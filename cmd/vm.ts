@@ -1,6 +1,7 @@
 /** `vmfactory vm create|list|exec|destroy`. @module */
 import { UsageError } from "../lib/errors.ts";
 import type { VmFactory } from "../lib/factory/vm_factory.ts";
+import type { VmCreateArgs } from "./_fast_args.ts";
 import { AgentClient } from "../lib/guest/agent_client.ts";
 import { stopQemu } from "../lib/qemu/qemu_process.ts";
 import type { VmRecord } from "../lib/vm/vm_record.ts";
@@ -26,15 +27,7 @@ async function factoryFor(
 }
 
 /** `vm create`: prints the record (JSON with --json) and returns the exit code. */
-export async function runVmCreate(opts: {
-  cpus?: number;
-  memory?: number;
-  hostname?: string;
-  strict?: boolean;
-  fallback?: boolean;
-  json?: boolean;
-  config?: string;
-}): Promise<number> {
+export async function runVmCreate(opts: VmCreateArgs): Promise<number> {
   const ctx = await commandContext(opts);
   await requireLintClean(ctx, opts.config);
   const factory = await factoryFor(ctx, opts);

@@ -9,6 +9,7 @@
  */
 import { UsageError } from "../errors.ts";
 import { assertQemuInstalled } from "./qemu_process.ts";
+import { HEADLESS_ARGS } from "./qemu_command.ts";
 
 /** An accelerator QEMU can use. */
 export type Accel = "kvm" | "tcg";
@@ -93,13 +94,7 @@ export async function probeSerial(
 export function bannerProbeArgs(qemuBinary: string, kernel: string, accel: Accel): string[] {
   return [
     qemuBinary,
-    "-nodefaults",
-    "-no-user-config",
-    "-display",
-    "none",
-    "-vga",
-    "none",
-    "-no-reboot",
+    ...HEADLESS_ARGS,
     "-machine",
     "pc",
     "-accel",

@@ -54,6 +54,17 @@ export interface QemuSpec {
   paused?: boolean;
 }
 
+/** What every QEMU of ours starts with: no defaults, no user config, no display, no reboot. */
+export const HEADLESS_ARGS: readonly string[] = [
+  "-nodefaults",
+  "-no-user-config",
+  "-display",
+  "none",
+  "-vga",
+  "none",
+  "-no-reboot",
+];
+
 /** Option value with QEMU's escaping: a comma inside a value is written twice. */
 function optValue(value: string): string {
   return value.replaceAll(",", ",,");
@@ -191,13 +202,7 @@ export function buildQemuArgs(spec: QemuSpec): string[] {
   validate(spec);
   return [
     spec.binary,
-    "-nodefaults",
-    "-no-user-config",
-    "-display",
-    "none",
-    "-vga",
-    "none",
-    "-no-reboot",
+    ...HEADLESS_ARGS,
     ...machineArgs(spec),
     ...cpuArgs(spec),
     ...memoryArgs(spec),
