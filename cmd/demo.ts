@@ -11,6 +11,7 @@ import { DirectFactory } from "../lib/factory/direct_factory.ts";
 import { AgentClient } from "../lib/guest/agent_client.ts";
 import { stopQemu } from "../lib/qemu/qemu_process.ts";
 import { SHARED_MEMORY_NOTE, TemplateFactory } from "../lib/template/template_factory.ts";
+import { findTemplate, templateBytes } from "../lib/template/template_files.ts";
 import type { VmRecord } from "../lib/vm/vm_record.ts";
 import { pssMiB, quantile } from "../lib/vm/vm_stats.ts";
 import { VmStore } from "../lib/vm/vm_store.ts";
@@ -106,6 +107,14 @@ export async function runDemo(opts: { clones: number; keep?: boolean }): Promise
     const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
     console.log();
     for (const row of rows) console.log(row.map((c, i) => c.padEnd(widths[i])).join("   "));
+    const template = findTemplate(settings.templatePath);
+    if (template) {
+      console.log(
+        `(plus the template's memory file, ${
+          (templateBytes(template.files) / 2 ** 20).toFixed(0)
+        } MiB on tmpfs, shared by every clone; the pool keeps ${settings.poolSize} more clones ready)`,
+      );
+    }
     console.log();
   } finally {
     Deno.removeSignalListener("SIGINT", interrupt);

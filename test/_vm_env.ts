@@ -158,13 +158,3 @@ export async function vmEnv(initial: Partial<ConfigValues> = {}): Promise<VmEnv>
   };
   return env;
 }
-
-/** Sum of Pss (KiB) of the processes `pids`, from /proc/PID/smaps_rollup. */
-export function pssKiB(pids: number[]): number {
-  let total = 0;
-  for (const pid of pids) {
-    const text = Deno.readTextFileSync(`/proc/${pid}/smaps_rollup`);
-    total += Number(/^Pss:\s+(\d+)/m.exec(text)?.[1] ?? 0);
-  }
-  return total;
-}
