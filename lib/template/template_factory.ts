@@ -11,6 +11,7 @@ import { type BootPlan, type BootPlanHooks, resolveBootPlan } from "../factory/b
 import { DirectFactory } from "../factory/direct_factory.ts";
 import type { FactoryStatus, VmFactory, VmRequest } from "../factory/vm_factory.ts";
 import { PhaseTimer, type VmRecord } from "../vm/vm_record.ts";
+import { withFileLock } from "../vm/file_lock.ts";
 import { recordFor, type VmStore } from "../vm/vm_store.ts";
 import {
   buildTemplate,
@@ -90,14 +91,19 @@ export class TemplateFactory implements VmFactory {
 
   /**
    * Builds the template unless a fresh one exists. A stale one is refused unless `force`.
-   * Idempotent; never stacks mounts; fills the clone pool.
+   * Idempotent; never stacks mounts; fills the clone pool. Builds and destroys of one state
+   * directory take turns through a lock file, so concurrent callers never interleave.
    */
-  async init(opts: { force?: boolean } = {}): Promise<InitResult> {
+  init(opts: { force?: boolean } = {}): Promise<InitResult> {
+    return this.#locked("template", () => this.#init(opts));
+  }
+
+  async #init(opts: { force?: boolean }): Promise<InitResult> {
     const plan = await this.plan();
     const { template, differences } = await this.inspect();
     if (template && differences.length === 0) {
       await this.#pool.drain(template.manifest.id);
-      await this.#pool.topUp(planFromManifest(template.manifest), template, this.settings.poolSize);
+      await this.refill();
       return { outcome: "exists", manifest: template.manifest, dir: template.files.dir };
     }
     if (template && !opts.force) {
@@ -113,10 +119,9 @@ export class TemplateFactory implements VmFactory {
     await removeLeftovers(dir.path);
     if (template) await this.#removeFiles(template.files.dir);
     const manifest = await buildTemplate(plan, dir.path, this.options.hooks);
-    const built = { files: templateFiles(dir.path), manifest };
     await this.#pool.drain(manifest.id);
     this.options.hooks?.onPhase?.("start the clone pool");
-    await this.#pool.topUp(planFromManifest(manifest), built, this.settings.poolSize);
+    await this.refill();
     return { outcome: "built", manifest, dir: dir.path };
   }
 
@@ -137,7 +142,11 @@ export class TemplateFactory implements VmFactory {
    * Removes the template: stops the clone pool, deletes the files, unmounts the tmpfs.
    * Running clones keep working (their memory mapping stays valid). Idempotent.
    */
-  async destroy(): Promise<{ removed: boolean; runningClones: number }> {
+  destroy(): Promise<{ removed: boolean; runningClones: number }> {
+    return this.#locked("template", () => this.#destroy());
+  }
+
+  async #destroy(): Promise<{ removed: boolean; runningClones: number }> {
     const template = findTemplate(this.settings.templatePath);
     await this.#pool.drain();
     const runningClones = template ? await this.clonesOf(template.manifest.id) : 0;
@@ -238,19 +247,21 @@ export class TemplateFactory implements VmFactory {
    * several processes take turns through a lock file, so the pool never overshoots.
    */
   async refill(): Promise<number> {
-    await Deno.mkdir(this.settings.stateDir, { recursive: true });
-    using lock = await Deno.open(`${this.settings.stateDir}/pool.lock`, {
-      create: true,
-      write: true,
+    return await this.#locked("pool", async () => {
+      const template = findTemplate(this.settings.templatePath);
+      if (!template) return 0;
+      return await this.#pool.topUp(
+        planFromManifest(template.manifest),
+        template,
+        this.settings.poolSize,
+      );
     });
-    await lock.lock(true);
-    const template = findTemplate(this.settings.templatePath);
-    if (!template) return 0;
-    return await this.#pool.topUp(
-      planFromManifest(template.manifest),
-      template,
-      this.settings.poolSize,
-    );
+  }
+
+  /** Runs `fn` holding the state directory's `<name>.lock` (template builds, pool refills). */
+  async #locked<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    await Deno.mkdir(this.settings.stateDir, { recursive: true });
+    return await withFileLock(`${this.settings.stateDir}/${name}.lock`, fn);
   }
 
   /** Template presence, size, age, freshness (and why not), clones and pool. */
