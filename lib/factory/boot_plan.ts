@@ -11,18 +11,8 @@ import type { QemuMemory, QemuSpec } from "../qemu/qemu_command.ts";
 import { assertQemuInstalled } from "../qemu/qemu_process.ts";
 import type { VmPaths } from "../vm/vm_store.ts";
 
-/** Everything a VM of this configuration boots with. */
-export interface BootPlan {
-  /** QEMU binary. */
-  qemuPath: string;
-  /** Guest kernel. */
-  kernel: string;
-  /** Guest initrd. */
-  initrd: string;
-  /** Kernel command line. */
-  append: string;
-  /** Accelerator. */
-  accel: "kvm" | "tcg";
+/** The machine shape of a VM: what a template and every clone of it share. */
+export interface MachineShape {
   /** QEMU machine type. */
   machine: string;
   /** Boot vCPUs. */
@@ -35,6 +25,26 @@ export interface BootPlan {
   slots: number;
   /** Memory hotplug ceiling, MiB. */
   maxMemoryMiB: number;
+}
+
+/** Everything a VM of this configuration boots with. */
+export interface BootPlan extends MachineShape {
+  /** QEMU binary. */
+  qemuPath: string;
+  /** Guest kernel. */
+  kernel: string;
+  /** Guest initrd. */
+  initrd: string;
+  /** Kernel command line. */
+  append: string;
+  /** Accelerator. */
+  accel: "kvm" | "tcg";
+}
+
+/** The machine shape part of `plan`. */
+export function shapeOf(plan: MachineShape): MachineShape {
+  const { machine, cpus, maxCpus, memoryMiB, slots, maxMemoryMiB } = plan;
+  return { machine, cpus, maxCpus, memoryMiB, slots, maxMemoryMiB };
 }
 
 /** Hooks for long work while resolving a plan. */

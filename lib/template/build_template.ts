@@ -10,7 +10,7 @@ import { buildQemuArgs } from "../qemu/qemu_command.ts";
 import { isQemuAlive, startQemu, stopQemu } from "../qemu/qemu_process.ts";
 import { waitForQmpSocket } from "../qemu/qmp_client.ts";
 import { vmPaths } from "../vm/vm_store.ts";
-import { type BootPlan, qemuSpecFor } from "../factory/boot_plan.ts";
+import { type BootPlan, qemuSpecFor, shapeOf } from "../factory/boot_plan.ts";
 import { waitForBoot } from "../factory/direct_factory.ts";
 import { PhaseTimer } from "../vm/vm_record.ts";
 import { templateFiles, writeManifest } from "./template_files.ts";
@@ -26,14 +26,7 @@ export function templateInputs(plan: BootPlan): TemplateInputs {
     kernel: fileIdentity(plan.kernel),
     initrd: fileIdentity(plan.initrd),
     append: plan.append,
-    shape: {
-      machine: plan.machine,
-      cpus: plan.cpus,
-      maxCpus: plan.maxCpus,
-      memoryMiB: plan.memoryMiB,
-      slots: plan.slots,
-      maxMemoryMiB: plan.maxMemoryMiB,
-    },
+    shape: shapeOf(plan),
   };
 }
 
@@ -45,12 +38,7 @@ export function planFromManifest(m: TemplateManifest): BootPlan {
     initrd: m.initrd.path,
     append: m.append,
     accel: m.accel,
-    machine: m.shape.machine,
-    cpus: m.shape.cpus,
-    maxCpus: m.shape.maxCpus,
-    memoryMiB: m.shape.memoryMiB,
-    slots: m.shape.slots,
-    maxMemoryMiB: m.shape.maxMemoryMiB,
+    ...m.shape,
   };
 }
 

@@ -3,6 +3,7 @@
  * written last, atomically); a clone uses it only when every input still matches.
  * @module
  */
+import type { MachineShape } from "../factory/boot_plan.ts";
 
 /** Identity of an input file: a change in size or modification time marks the template stale. */
 export interface FileIdentity {
@@ -12,22 +13,6 @@ export interface FileIdentity {
   size: number;
   /** Modification time, ms since the epoch. */
   mtimeMs: number;
-}
-
-/** The machine shape a template (and every clone of it) has. */
-export interface TemplateShape {
-  /** QEMU machine type. */
-  machine: string;
-  /** Boot vCPUs. */
-  cpus: number;
-  /** vCPU hotplug ceiling. */
-  maxCpus: number;
-  /** Boot memory in MiB. */
-  memoryMiB: number;
-  /** Memory hotplug slots. */
-  slots: number;
-  /** Memory hotplug ceiling in MiB. */
-  maxMemoryMiB: number;
 }
 
 /** Everything a clone must match; written as `manifest.json` beside `memory` and `state`. */
@@ -49,7 +34,7 @@ export interface TemplateManifest {
   /** Accelerator the template ran with (clones must use the same). */
   accel: "kvm" | "tcg";
   /** Machine shape. */
-  shape: TemplateShape;
+  shape: MachineShape;
   /** Size of the saved device state in bytes. */
   stateBytes: number;
   /** Milliseconds the template took to build, by phase. */
@@ -67,7 +52,7 @@ export interface TemplateInputs {
   /** Kernel command line. */
   append: string;
   /** Machine shape. */
-  shape: TemplateShape;
+  shape: MachineShape;
 }
 
 /** Reads a file's identity. */
@@ -94,7 +79,7 @@ export function templateDifferences(built: TemplateInputs, wanted: TemplateInput
   if (built.append !== wanted.append) {
     out.push(`kernel_params give "${wanted.append}", the template used "${built.append}"`);
   }
-  const names: Record<keyof TemplateShape, string> = {
+  const names: Record<keyof MachineShape, string> = {
     machine: "machine_type",
     cpus: "default_vcpus",
     maxCpus: "default_maxvcpus",
@@ -102,7 +87,7 @@ export function templateDifferences(built: TemplateInputs, wanted: TemplateInput
     slots: "memory_slots",
     maxMemoryMiB: "maximum memory",
   };
-  for (const key of Object.keys(names) as (keyof TemplateShape)[]) {
+  for (const key of Object.keys(names) as (keyof MachineShape)[]) {
     if (built.shape[key] !== wanted.shape[key]) {
       out.push(`${names[key]} is ${wanted.shape[key]}, the template has ${built.shape[key]}`);
     }
