@@ -28,6 +28,8 @@ export interface VmCacheOptions {
   size: number;
   /** Boots at a time (default 2). */
   concurrency?: number;
+  /** Delay between a hand-out and the refill boot it triggers (default 250 ms). */
+  refillDelayMs?: number;
   /** Backoff after a failed boot: first delay and ceiling in ms (default 1000, 30 000). */
   retryMs?: { initial: number; max: number };
   /** The cached VMs' files. */
@@ -83,6 +85,7 @@ export class VmCache implements VmFactory {
       keeper: options.keeper,
       concurrency: options.concurrency ?? 2,
       retryMs: options.retryMs ?? { initial: 1000, max: 30_000 },
+      refillDelayMs: options.refillDelayMs ?? 250,
       log: options.log ?? (() => {}),
     };
     this.#pump();
@@ -109,8 +112,9 @@ export class VmCache implements VmFactory {
     const record = entry ? entry.record : await this.#wait(signal);
     try {
       const handed = await this.#opts.keeper.handOut(record);
-      // the refill starts after the caller's reply went out: spawning QEMU takes milliseconds
-      setTimeout(() => this.#pump(), 0);
+      // The refill starts a little after the reply went out: a booting VM takes a whole core
+      // under TCG, and the caller is still taking over the VM it just got.
+      setTimeout(() => this.#pump(), this.#opts.refillDelayMs);
       this.#handedOut++;
       this.#opts.log(
         `cache: handed out VM ${record.id} (pid ${record.pid}); ${this.#ready.length}/${this.#opts.size} ready, ${this.#boots.size} booting`,
