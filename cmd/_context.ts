@@ -1,6 +1,7 @@
 /** Shared set-up for the `vm`, `factory` and `guest` commands. @module */
 import { loadConfig, type LoadedConfig } from "../lib/config/load_config.ts";
 import { UsageError } from "../lib/errors.ts";
+import { sha256Hex } from "../lib/sha256_hex.ts";
 import { type Settings, settingsFrom } from "../lib/config/settings.ts";
 import { VmStore } from "../lib/vm/vm_store.ts";
 
@@ -28,10 +29,7 @@ export async function commandContext(opts: { config?: string }): Promise<Command
  */
 export async function requireLintClean(ctx: CommandContext, configPath?: string): Promise<void> {
   const text = ctx.loaded.sources.map((s) => `${s.path}\0${s.text}`).join("\0");
-  const digest = new Uint8Array(
-    await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)),
-  );
-  const hash = Array.from(digest.slice(0, 12), (b) => b.toString(16).padStart(2, "0")).join("");
+  const hash = await sha256Hex(text, 24);
   const marker = `${ctx.settings.stateDir}/lint-ok/${hash}`;
   try {
     Deno.statSync(marker);

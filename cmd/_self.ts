@@ -1,10 +1,18 @@
 /** Re-running this CLI in the background (the bundled, compiled or source form alike). @module */
 
+/**
+ * The CLI's entry module: `cmd/main.ts` beside this file, or, in the single-file bundle, the
+ * bundle itself (never `Deno.mainModule`, which is whatever script imported the library).
+ */
+const ENTRY = import.meta.url.endsWith("/cmd/_self.ts")
+  ? new URL("./main.ts", import.meta.url).href
+  : import.meta.url;
+
 /** Argv that runs this CLI again with `args`. */
 export function selfCommand(args: string[]): string[] {
   // deno-lint-ignore no-explicit-any
   if ((Deno.build as any).standalone) return [Deno.execPath(), ...args];
-  return [Deno.execPath(), "run", "-A", Deno.mainModule, ...args];
+  return [Deno.execPath(), "run", "-A", ENTRY, ...args];
 }
 
 /**

@@ -5,6 +5,7 @@
  * client waits until the first closes.
  * @module
  */
+import { type CheapTimer, cheapTimer } from "../cheap_timer.ts";
 import { AgentError } from "./agent_error.ts";
 import {
   type Decoded,
@@ -59,7 +60,7 @@ interface Pending {
   resolve: (frame: Frame) => void;
   reject: (error: AgentError) => void;
   onChunk?: (frame: Frame) => void;
-  timer?: ReturnType<typeof setTimeout>;
+  timer?: CheapTimer;
 }
 
 const encoder = new TextEncoder();
@@ -94,13 +95,13 @@ export class AgentClient {
     opts: { timeoutMs?: number } = {},
   ): Promise<AgentClient> {
     const timeoutMs = opts.timeoutMs ?? 10_000;
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let timer: CheapTimer | undefined;
     const connecting = Deno.connect({ transport: "unix", path: socketPath });
     try {
       const conn = await Promise.race([
         connecting,
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Deno.errors.TimedOut()), timeoutMs);
+          timer = cheapTimer(timeoutMs, () => reject(new Deno.errors.TimedOut()));
         }),
       ]);
       return new AgentClient(conn, socketPath, timeoutMs);
@@ -113,7 +114,7 @@ export class AgentClient {
         { cause: error },
       );
     } finally {
-      clearTimeout(timer);
+      timer?.cancel();
     }
   }
 
@@ -217,10 +218,10 @@ export class AgentClient {
     return new Promise<Frame>((resolve, reject) => {
       const pending: Pending = { action, resolve, reject, onChunk };
       if (timeoutMs > 0) {
-        pending.timer = setTimeout(() => {
+        pending.timer = cheapTimer(timeoutMs, () => {
           this.#pending.delete(id);
           reject(new AgentError(action, `no answer within ${timeoutMs} ms`, "timeout"));
-        }, timeoutMs);
+        });
       }
       this.#pending.set(id, pending);
       this.#write(encodeFrame(op, id, payload));
@@ -284,7 +285,7 @@ export class AgentClient {
   }
 
   #settle(id: number, pending: Pending, settle: () => void): void {
-    clearTimeout(pending.timer);
+    pending.timer?.cancel();
     this.#pending.delete(id);
     settle();
   }

@@ -3,9 +3,8 @@
  * and the guest agent. Cached by content hash under `<stateDir>/guest/<hash>/`.
  * @module
  */
-import { createHash } from "node:crypto";
-import { gunzipSync } from "node:zlib";
 import { UsageError, VmfactoryError } from "../errors.ts";
+import { sha256Hex } from "../sha256_hex.ts";
 import { AGENT_SOURCE } from "./agent_source.ts";
 import { type CpioEntry, writeCpio } from "./cpio_writer.ts";
 import { extractVmlinux, findHostKernel, kernelRelease } from "./host_kernel.ts";
@@ -75,16 +74,19 @@ export async function buildGuest(opts: BuildGuestOptions): Promise<GuestImage> {
     `linux-image-${release}`,
   );
   const busyboxStat = statOr(BUSYBOX, "find busybox for the guest", "busybox-static");
-  const hash = createHash("sha256").update(JSON.stringify({
-    builder: BUILDER_VERSION,
-    kernel: [Deno.realPathSync(kernelPath), kernelStat.size, kernelStat.mtime?.getTime()],
-    modulesDep: [depStat.size, depStat.mtime?.getTime()],
-    modules: GUEST_MODULES,
-    busybox: [busyboxStat.size, busyboxStat.mtime?.getTime()],
-    agent: AGENT_SOURCE,
-    init: initScript(["MODULES"]),
-    append: GUEST_APPEND,
-  })).digest("hex").slice(0, 20);
+  const hash = await sha256Hex(
+    JSON.stringify({
+      builder: BUILDER_VERSION,
+      kernel: [Deno.realPathSync(kernelPath), kernelStat.size, kernelStat.mtime?.getTime()],
+      modulesDep: [depStat.size, depStat.mtime?.getTime()],
+      modules: GUEST_MODULES,
+      busybox: [busyboxStat.size, busyboxStat.mtime?.getTime()],
+      agent: AGENT_SOURCE,
+      init: initScript(["MODULES"]),
+      append: GUEST_APPEND,
+    }),
+    20,
+  );
   const guestDir = `${opts.stateDir}/guest`;
   const dir = `${guestDir}/${hash}`;
   const image: GuestImage = {
@@ -241,7 +243,10 @@ async function requireStaticBusybox(): Promise<void> {
 
 /** Reads a module file, decompressing .ko.gz/.ko.xz/.ko.zst on the host (busybox insmod may not). */
 async function readModule(path: string): Promise<Uint8Array> {
-  if (path.endsWith(".gz")) return gunzipSync(Deno.readFileSync(path));
+  if (path.endsWith(".gz")) {
+    const { gunzipSync } = await import("node:zlib"); // rare: loaded only when needed
+    return gunzipSync(Deno.readFileSync(path));
+  }
   const tool = path.endsWith(".xz")
     ? ["xz", "xz-utils"]
     : path.endsWith(".zst")
