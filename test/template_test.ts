@@ -48,6 +48,19 @@ Deno.test("template: clones are unique, share memory, hot-add, survive destroy",
     assert.notEqual(hostA, hostB);
   });
 
+  await t.step("concurrent requests never share a pool clone", async () => {
+    await factory.refill();
+    const [x, y] = await Promise.all([factory.getVm({}), factory.getVm({})]);
+    assert.notEqual(x.id, y.id);
+    assert.notEqual(x.pid, y.pid);
+    const claimed = [x, y].filter((vm) => "claimMs" in vm.timings.phases).length;
+    assert.equal(claimed, 1, "one came from the pool (of 1), the other was spawned");
+    for (const vm of [x, y]) {
+      assert.equal(await sh(vm, "hostname"), vm.hostname);
+      await env.cli(["vm", "destroy", vm.id]);
+    }
+  });
+
   await t.step("guest clock within 1 s of the host", async () => {
     const guest = Number(await sh(a, "date +%s"));
     assert.ok(

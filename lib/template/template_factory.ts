@@ -143,7 +143,8 @@ export class TemplateFactory implements VmFactory {
    * Running clones keep working (their memory mapping stays valid). Idempotent.
    */
   destroy(): Promise<{ removed: boolean; runningClones: number }> {
-    return this.#locked("template", () => this.#destroy());
+    // the pool lock too: a background refill must not start clones of a template being removed
+    return this.#locked("template", () => this.#locked("pool", () => this.#destroy()));
   }
 
   async #destroy(): Promise<{ removed: boolean; runningClones: number }> {
