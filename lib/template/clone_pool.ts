@@ -19,7 +19,7 @@ import { personalize } from "../vm/personalize.ts";
 import { resumeClone } from "./clone_vm.ts";
 import type { FoundTemplate } from "./template_files.ts";
 
-/** An entry still being prepared after this long was left by a crashed process. */
+/** An entry still being prepared, or claimed but not taken, after this long was left by a crashed process. */
 const STALE_PREPARE_MS = 60_000;
 
 /** `pool.json`: what an entry was made for and whether it is ready. */
@@ -37,6 +37,8 @@ export interface PoolEntry {
   meta: PoolMeta;
   /** QEMU pid, when its pid file exists. */
   pid?: number;
+  /** When a process claimed it (ms since the epoch); undefined while unclaimed. */
+  claimedAt?: number;
 }
 
 /** A claimed clone, resumed, with its agent connected. */
@@ -77,6 +79,11 @@ export class ClonePool {
 
   /** Unclaimed entries (of any template, ready or not). */
   entries(): PoolEntry[] {
+    return this.#scan().filter((e) => e.claimedAt === undefined);
+  }
+
+  /** Every folder with a `pool.json`, claimed or not. */
+  #scan(): PoolEntry[] {
     const out: PoolEntry[] = [];
     let names: Deno.DirEntry[];
     try {
@@ -87,15 +94,15 @@ export class ClonePool {
     for (const { name, isDirectory } of names) {
       if (!isDirectory) continue;
       const paths = vmPaths(`${this.store.vmsDir}/${name}`, name);
+      let claimedAt: number | undefined;
       try {
-        Deno.statSync(`${paths.dir}/claimed`);
-        continue; // claimed: no longer an entry
+        claimedAt = Deno.statSync(`${paths.dir}/claimed`).mtime?.getTime() ?? 0;
       } catch {
         // unclaimed
       }
       try {
         const meta = JSON.parse(Deno.readTextFileSync(`${paths.dir}/pool.json`)) as PoolMeta;
-        out.push({ paths, meta, pid: readPidFile(paths.pidFile) });
+        out.push({ paths, meta, pid: readPidFile(paths.pidFile), claimedAt });
       } catch {
         // not a pool entry
       }
@@ -199,11 +206,16 @@ export class ClonePool {
     return made;
   }
 
-  /** Stops and removes unclaimed entries (all, or those not made for `keepTemplateId`). */
+  /**
+   * Stops and removes unclaimed entries (all, or those not made for `keepTemplateId`), and
+   * entries whose claimer died before making them its VM (claimed long ago, still a pool entry).
+   */
   async drain(keepTemplateId?: string): Promise<number> {
     let stopped = 0;
-    for (const entry of this.entries()) {
-      if (entry.meta.templateId === keepTemplateId || !this.#claim(entry)) continue;
+    for (const entry of this.#scan()) {
+      if (entry.claimedAt !== undefined) {
+        if (Date.now() - entry.claimedAt < STALE_PREPARE_MS) continue; // a claim in progress
+      } else if (entry.meta.templateId === keepTemplateId || !this.#claim(entry)) continue;
       await this.#discard(entry);
       stopped++;
     }
