@@ -12,7 +12,7 @@ import { startVmCacheServer } from "../lib/cache/vm_cache_server.ts";
 import type { FactoryStatus, VmFactory } from "../lib/factory/vm_factory.ts";
 import { startQemu, stopQemu } from "../lib/qemu/qemu_process.ts";
 import type { VmRecord } from "../lib/vm/vm_record.ts";
-import { processMatches } from "../lib/vm/vm_store.ts";
+import { isQemuAlive } from "../lib/qemu/qemu_process.ts";
 import { qemuPidsWith, ROOT, vmEnv } from "./_vm_env.ts";
 
 /** "Boots" a QEMU that never runs a guest (`-S`, no kernel): real process, QMP, ~0.2 s. */
@@ -59,7 +59,7 @@ class BareQemuFactory implements VmFactory {
 
 const gone = async (pids: number[], ms = 5000) => {
   const deadline = Date.now() + ms;
-  while (pids.some((p) => processMatches(p, "qemu"))) {
+  while (pids.some((p) => isQemuAlive(p, { expectArg: "qemu" }))) {
     if (Date.now() > deadline) return false;
     await new Promise((r) => setTimeout(r, 20));
   }
@@ -91,7 +91,7 @@ Deno.test("VMCache gRPC: 8 clients × 25 GetBaseVM over real QEMU processes, Qui
         const info = parseHandOff(vm.hypervisor);
         ids.push(info.id);
         assert.equal(info.stateDir, env.store.stateDir);
-        assert.ok(processMatches(info.pid, info.qmpSocket), "a live QEMU");
+        assert.ok(isQemuAlive(info.pid, { expectArg: info.qmpSocket }), "a live QEMU");
         assert.ok(!cachedFolders(env.store.stateDir).some((f) => f.paths.id === info.id));
         const record = JSON.parse(Deno.readTextFileSync(`${info.dir}/record.json`));
         assert.equal(record.source, "cache", "the server wrote the hand-out record");
@@ -115,7 +115,9 @@ Deno.test("VMCache gRPC: 8 clients × 25 GetBaseVM over real QEMU processes, Qui
     assert.ok(await gone(cachedPids), "the cached VMs are gone after Quit");
     assert.throws(() => Deno.lstatSync(socketPath), Deno.errors.NotFound);
     assert.deepEqual(cachedFolders(env.store.stateDir), []);
-    for (const vm of kept) assert.ok(processMatches(vm.pid, vm.qmpSocket), "handed-out VM runs");
+    for (const vm of kept) {
+      assert.ok(isQemuAlive(vm.pid, { expectArg: vm.qmpSocket }), "handed-out VM runs");
+    }
     assert.deepEqual((await env.store.list()).map((e) => e.alive), kept.map(() => true));
   } finally {
     await server.stop();
@@ -193,7 +195,10 @@ Deno.test("VMCache CLI: factory init, vm create from the cache, kill -9 and reap
     assert.ok(server.lines.some((l) => /replacing stale socket/.test(l)), server.lines.join("\n"));
     assert.ok(server.lines.some((l) => /reaped \d+ orphaned cached VM/.test(l)));
     for (const o of orphans) assert.throws(() => Deno.statSync(o.paths.dir), Deno.errors.NotFound);
-    assert.ok(processMatches(vm.pid, vm.qmpSocket), "the handed-out VM survived the reaping");
+    assert.ok(
+      isQemuAlive(vm.pid, { expectArg: vm.qmpSocket }),
+      "the handed-out VM survived the reaping",
+    );
 
     const destroyed = await env.cli(["factory", "destroy"]);
     assert.equal(destroyed.code, 0, destroyed.stderr);

@@ -10,10 +10,10 @@ import type { Settings } from "../config/settings.ts";
 import { UsageError, VmfactoryError } from "../errors.ts";
 import type { FactoryStatus, VmFactory, VmRequest } from "../factory/vm_factory.ts";
 import { AgentClient } from "../guest/agent_client.ts";
-import { stopQemu } from "../qemu/qemu_process.ts";
+import { isQemuAlive, stopQemu } from "../qemu/qemu_process.ts";
 import { personalize } from "../vm/personalize.ts";
 import { PhaseTimer, type VmRecord } from "../vm/vm_record.ts";
-import { processMatches, type VmStore } from "../vm/vm_store.ts";
+import type { VmStore } from "../vm/vm_store.ts";
 import { CacheClient, CacheServerNotRunningError } from "./cache_client.ts";
 import type { HandOffInfo } from "./vm_cache.ts";
 
@@ -109,7 +109,7 @@ export class CacheClientFactory implements VmFactory {
     }
     const hostname = request.hostname ?? `vm-${info.id}`;
     try {
-      if (!processMatches(info.pid, info.qmpSocket)) {
+      if (!isQemuAlive(info.pid, { expectArg: info.qmpSocket })) {
         throw new VmfactoryError("take over the cached VM", `its QEMU (pid ${info.pid}) is gone`);
       }
       const agent = await AgentClient.connect(info.agentSocket, { timeoutMs: 10_000 });

@@ -4,6 +4,7 @@
  * all destroy the VMs still cached, remove the socket and return 0; VMs handed out keep running.
  * @module
  */
+import { waitForExit } from "../qemu/qemu_process.ts";
 import type { Settings } from "../config/settings.ts";
 import { resolveBootPlan } from "../factory/boot_plan.ts";
 import { DirectFactory } from "../factory/direct_factory.ts";
@@ -143,19 +144,6 @@ export async function runCacheServer(
   return 0;
 }
 
-async function waitExit(pid: number, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    try {
-      Deno.statSync(`/proc/${pid}`);
-    } catch {
-      return true;
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return false;
-}
-
 /**
  * `factory destroy` for VMCache: asks a running server to `Quit` and waits for it to exit, then
  * reaps orphans of a dead server. Idempotent: no server is not an error. Returns 0.
@@ -172,7 +160,7 @@ export async function destroyCache(
     client = await CacheClient.connect(socketPath, { timeoutMs: 10_000 });
     const { pid } = await client.status();
     await client.quit();
-    if (!(await waitExit(pid, 30_000))) {
+    if (!(await waitForExit(pid, 30_000))) {
       log(`the VMCache server (pid ${pid}) got Quit but is still running after 30 s`);
     } else log(`VMCache server (pid ${pid}) stopped; its cached VMs are destroyed`);
   } catch (err) {

@@ -5,6 +5,7 @@
  * client waits until the first closes.
  * @module
  */
+import { sleep } from "../poll_until.ts";
 import { type CheapTimer, cheapTimer } from "../cheap_timer.ts";
 import { AgentError } from "./agent_error.ts";
 import {
@@ -361,10 +362,6 @@ export async function waitForAgent(
     "timeout",
     { cause: lastError },
   );
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
 }
 
 function concat(parts: Uint8Array[]): Uint8Array {

@@ -8,6 +8,7 @@
  * one interleaved run), and the spawn itself returns in ~10 ms, so callers can overlap work.
  * @module
  */
+import { pollUntil } from "../poll_until.ts";
 import { UsageError, VmfactoryError } from "../errors.ts";
 import { QmpClient } from "./qmp_client.ts";
 
@@ -119,19 +120,17 @@ async function waitForSocketFile(
   logFile: string,
   timeoutMs: number,
 ): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (true) {
+  const created = await pollUntil(async () => {
     if (!isQemuAlive(pid)) throw await qemuExitedError(pid, logFile);
     try {
-      if (Deno.statSync(path).isSocket) return;
+      return Deno.statSync(path).isSocket || undefined;
     } catch {
-      // not created yet
+      return undefined; // not created yet
     }
-    if (performance.now() >= deadline) {
-      signal(pid, "SIGKILL");
-      throw new VmfactoryError("start QEMU", `no QMP socket within ${timeoutMs} ms`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 2));
+  }, { timeoutMs, intervalMs: 2 });
+  if (!created) {
+    signal(pid, "SIGKILL");
+    throw new VmfactoryError("start QEMU", `no QMP socket within ${timeoutMs} ms`);
   }
 }
 
@@ -161,13 +160,9 @@ function signal(pid: number, sig: Deno.Signal): void {
   }
 }
 
-async function waitGone(pid: number, timeoutMs: number): Promise<boolean> {
-  const deadline = performance.now() + timeoutMs;
-  while (isQemuAlive(pid)) {
-    if (performance.now() >= deadline) return false;
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-  return true;
+/** Waits up to `timeoutMs` for process `pid` to exit (a zombie counts as gone); true if it did. */
+export async function waitForExit(pid: number, timeoutMs: number): Promise<boolean> {
+  return await pollUntil(() => isQemuAlive(pid) ? undefined : true, { timeoutMs }) ?? false;
 }
 
 /** What {@link stopQemu} needs to know about a running QEMU. */
@@ -204,11 +199,11 @@ export async function stopQemu(
   } finally {
     qmp?.close();
   }
-  if (await waitGone(pid, graceMs)) return;
+  if (await waitForExit(pid, graceMs)) return;
   signal(pid, "SIGTERM");
-  if (await waitGone(pid, graceMs)) return;
+  if (await waitForExit(pid, graceMs)) return;
   signal(pid, "SIGKILL");
-  if (!(await waitGone(pid, graceMs))) {
+  if (!(await waitForExit(pid, graceMs))) {
     throw new VmfactoryError("stop QEMU", `pid ${pid} is still running after SIGKILL`);
   }
 }

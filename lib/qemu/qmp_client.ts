@@ -3,6 +3,7 @@
  * commands with a pending map, events to listeners, every pending call rejected on disconnect.
  * @module
  */
+import { sleep } from "../poll_until.ts";
 import { VmfactoryError } from "../errors.ts";
 import { isQemuAlive, qemuExitedError } from "./qemu_process.ts";
 
@@ -305,6 +306,6 @@ export async function waitForQmpSocket(
         error instanceof Deno.errors.ConnectionRefused;
       if (!retry) throw error;
     }
-    await new Promise((resolve) => setTimeout(resolve, options.retryMs ?? 5));
+    await sleep(options.retryMs ?? 5);
   }
 }

@@ -5,16 +5,21 @@
  * last, so a crash at any point leaves the old template or none, never a half one.
  * @module
  */
+import { saveToFileUri } from "../qemu/migration_uri.ts";
+import { pollUntil, sleep } from "../poll_until.ts";
 import { VmfactoryError } from "../errors.ts";
 import { buildQemuArgs } from "../qemu/qemu_command.ts";
 import { isQemuAlive, startQemu, stopQemu } from "../qemu/qemu_process.ts";
 import { waitForQmpSocket } from "../qemu/qmp_client.ts";
-import { vmPaths } from "../vm/vm_store.ts";
+import { readPidFile, vmPaths } from "../vm/vm_store.ts";
 import { type BootPlan, qemuSpecFor, shapeOf } from "../factory/boot_plan.ts";
 import { waitForBoot } from "../factory/direct_factory.ts";
 import { PhaseTimer } from "../vm/vm_record.ts";
 import { templateFiles, writeManifest } from "./template_files.ts";
 import { fileIdentity, type TemplateInputs, type TemplateManifest } from "./template_manifest.ts";
+
+/** Longest a device-state save may take (it is ~0.4 MB; RAM stays in the shared file). */
+const SAVE_TIMEOUT_MS = 30_000;
 
 /** Pause after the agent first answers so that boot-time work in the guest finishes. */
 const SETTLE_MS = 300;
@@ -51,8 +56,8 @@ export async function removeLeftovers(dir: string): Promise<number> {
   for (const entry of [...Deno.readDirSync(dir)]) {
     if (!entry.name.startsWith(".build-")) continue;
     const build = `${dir}/${entry.name}`;
-    const pid = Number(await Deno.readTextFile(`${build}/qemu.pid`).catch(() => ""));
-    if (pid > 0 && isQemuAlive(pid, { expectArg: build })) {
+    const pid = readPidFile(`${build}/qemu.pid`);
+    if (pid && isQemuAlive(pid, { expectArg: build })) {
       await stopQemu({ pid, qmpSocket: `${build}/qmp.sock` }, { graceMs: 300 });
     }
     await Deno.remove(build, { recursive: true });
@@ -105,10 +110,10 @@ export async function buildTemplate(
     const agent = await waitForBoot(paths, "boot the template VM");
     timer.mark("bootMs");
     hooks.onPhase?.("let the guest settle");
-    await new Promise((r) => setTimeout(r, SETTLE_MS));
+    await sleep(SETTLE_MS);
     // Disconnect the agent before saving: each clone's agent then sleeps until its host connects.
     agent.close();
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
     timer.mark("settleMs");
     hooks.signal?.throwIfAborted();
 
@@ -125,19 +130,17 @@ export async function buildTemplate(
       await qmp.execute("migrate-set-capabilities", {
         capabilities: [{ capability: "x-ignore-shared", state: true }],
       });
-      const stateTmp = `${buildDir}/state`;
-      await qmp.execute("migrate", { uri: `exec:cat > '${stateTmp.replaceAll("'", "'\\''")}'` });
-      for (let i = 0;; i++) {
+      await qmp.execute("migrate", { uri: saveToFileUri(files.state) });
+      const saved = await pollUntil(async () => {
         const info = await qmp.execute<{ status?: string; "error-desc"?: string }>(
           "query-migrate",
         );
-        if (info.status === "completed") break;
         if (info.status === "failed" || info.status === "cancelled") {
           throw new VmfactoryError("save the template state", info["error-desc"] ?? info.status);
         }
-        if (i > 10_000) throw new VmfactoryError("save the template state", "migration hangs");
-        await new Promise((r) => setTimeout(r, 2));
-      }
+        return info.status === "completed" ? true : undefined;
+      }, { timeoutMs: SAVE_TIMEOUT_MS, intervalMs: 2 });
+      if (!saved) throw new VmfactoryError("save the template state", "migration hangs");
       timer.mark("saveMs");
     } finally {
       qmp.close();

@@ -4,6 +4,8 @@
  * template's shape, and make the guest unique.
  * @module
  */
+import { loadFromFileUri } from "../qemu/migration_uri.ts";
+import { pollUntil } from "../poll_until.ts";
 import { VmfactoryError } from "../errors.ts";
 import { type AgentClient, waitForAgent } from "../guest/agent_client.ts";
 import type { QmpClient } from "../qemu/qmp_client.ts";
@@ -20,11 +22,6 @@ export const CLONE_TIMEOUT_MS = 20_000;
 const DIMM_ALIGN_MIB = 128;
 const MIB = 1024 * 1024;
 
-/** Quotes `path` for the shell QEMU runs an `exec:` migration URI with. */
-function shellQuote(path: string): string {
-  return `'${path.replaceAll("'", `'\\''`)}'`;
-}
-
 /** Loads the template state into the waiting QEMU at `paths` and resumes it. */
 export async function loadAndResume(
   qmp: QmpClient,
@@ -34,20 +31,17 @@ export async function loadAndResume(
   await qmp.execute("migrate-set-capabilities", {
     capabilities: [{ capability: "x-ignore-shared", state: true }],
   });
-  await qmp.execute("migrate-incoming", { uri: `exec:cat ${shellQuote(template.files.state)}` });
-  const deadline = performance.now() + CLONE_TIMEOUT_MS;
-  for (let delay = 1;; delay = Math.min(delay * 2, 8)) {
+  await qmp.execute("migrate-incoming", { uri: loadFromFileUri(template.files.state) });
+  const loaded = await pollUntil(async () => {
     const { status } = await qmp.execute<{ status: string }>("query-status");
-    if (status !== "inmigrate") {
-      if (status !== "paused" && status !== "postmigrate") {
-        throw new VmfactoryError("load the template state", `the clone is ${status}`);
-      }
-      break;
+    if (status === "inmigrate") return undefined;
+    if (status !== "paused" && status !== "postmigrate") {
+      throw new VmfactoryError("load the template state", `the clone is ${status}`);
     }
-    if (performance.now() > deadline) {
-      throw new VmfactoryError("load the template state", "still loading after the deadline");
-    }
-    await new Promise((r) => setTimeout(r, delay));
+    return status;
+  }, { timeoutMs: CLONE_TIMEOUT_MS, intervalMs: 1, maxIntervalMs: 8 });
+  if (!loaded) {
+    throw new VmfactoryError("load the template state", "still loading after the deadline");
   }
   timer.mark("loadMs");
   await qmp.execute("cont");
@@ -101,18 +95,17 @@ async function onlineHotAdded(
   cpus: number,
   memTotal: number,
 ): Promise<void> {
-  const deadline = performance.now() + CLONE_TIMEOUT_MS;
-  while (true) {
+  let last = { cpusOnline: 0, memTotal: 0 };
+  const done = await pollUntil(async () => {
     await agent.onlineHotplugged();
-    const info = await agent.info();
-    if (info.cpusOnline >= cpus && info.memTotal >= memTotal) return;
-    if (performance.now() > deadline) {
-      throw new VmfactoryError(
-        "online hot-added resources",
-        `${info.cpusOnline}/${cpus} vCPUs online, MemTotal ${info.memTotal} of ${memTotal} bytes`,
-      );
-    }
-    await new Promise((r) => setTimeout(r, 20));
+    last = await agent.info();
+    return last.cpusOnline >= cpus && last.memTotal >= memTotal ? true : undefined;
+  }, { timeoutMs: CLONE_TIMEOUT_MS, intervalMs: 20 });
+  if (!done) {
+    throw new VmfactoryError(
+      "online hot-added resources",
+      `${last.cpusOnline}/${cpus} vCPUs online, MemTotal ${last.memTotal} of ${memTotal} bytes`,
+    );
   }
 }
 

@@ -3,6 +3,7 @@
  * `record.json` (written atomically).
  * @module
  */
+import { isQemuAlive } from "../qemu/qemu_process.ts";
 import { UsageError } from "../errors.ts";
 import { writeFileAtomic } from "./atomic_write.ts";
 import type { VmRecord } from "./vm_record.ts";
@@ -41,16 +42,6 @@ export function vmPaths(dir: string, id: string): VmPaths {
     consoleLog: `${dir}/console.log`,
     pidFile: `${dir}/qemu.pid`,
   };
-}
-
-/** True when `pid` runs and its command line mentions `marker` (guards against pid reuse). */
-export function processMatches(pid: number, marker: string): boolean {
-  try {
-    const cmdline = Deno.readTextFileSync(`/proc/${pid}/cmdline`);
-    return cmdline.includes(marker);
-  } catch {
-    return false;
-  }
 }
 
 /** The pid in a QEMU pid file; undefined when the file is missing or not a pid. */
@@ -120,7 +111,9 @@ export class VmStore {
     for (const name of names) {
       if (!name.isDirectory) continue;
       const record = await this.#read(`${this.vmsDir}/${name.name}`);
-      if (record) entries.push({ record, alive: processMatches(record.pid, record.qmpSocket) });
+      if (record) {
+        entries.push({ record, alive: isQemuAlive(record.pid, { expectArg: record.qmpSocket }) });
+      }
     }
     return entries.sort((a, b) => a.record.createdAt.localeCompare(b.record.createdAt));
   }
@@ -178,7 +171,7 @@ export class VmStore {
       const age = Date.now() - (Deno.statSync(paths.dir).mtime?.getTime() ?? 0);
       if (age < minAgeMs) continue;
       const pid = readPidFile(paths.pidFile);
-      if (pid && processMatches(pid, paths.qmpSocket)) Deno.kill(pid, "SIGKILL");
+      if (pid && isQemuAlive(pid, { expectArg: paths.qmpSocket })) Deno.kill(pid, "SIGKILL");
       await this.remove(paths.dir);
       removed++;
     }
