@@ -13,7 +13,14 @@
 import { stopQemu } from "../qemu/qemu_process.ts";
 import { writeFileAtomic } from "../vm/atomic_write.ts";
 import type { VmRecord } from "../vm/vm_record.ts";
-import { newVmId, readPidFile, type VmPaths, vmPaths, VmStore } from "../vm/vm_store.ts";
+import {
+  newVmId,
+  readJsonFile,
+  readPidFile,
+  type VmPaths,
+  vmPaths,
+  VmStore,
+} from "../vm/vm_store.ts";
 
 /** Name of the marker file of a cached VM's folder. */
 export const CACHE_MARKER = "cache.json";
@@ -57,23 +64,11 @@ export function serverAlive(marker: CacheMarker): boolean {
 
 /** Every folder of `stateDir` holding a readable `cache.json`. */
 export function cachedFolders(stateDir: string): CachedFolder[] {
-  const vmsDir = `${stateDir}/vms`;
   const out: CachedFolder[] = [];
-  let names: Deno.DirEntry[];
-  try {
-    names = [...Deno.readDirSync(vmsDir)];
-  } catch {
-    return out;
-  }
-  for (const { name, isDirectory } of names) {
-    if (!isDirectory) continue;
-    const paths = vmPaths(`${vmsDir}/${name}`, name);
-    try {
-      const marker = JSON.parse(Deno.readTextFileSync(`${paths.dir}/${CACHE_MARKER}`));
-      out.push({ paths, marker });
-    } catch {
-      // not a cached VM (or its marker is being replaced)
-    }
+  for (const paths of new VmStore(stateDir).folders()) {
+    // no marker: not a cached VM (or its marker is being replaced)
+    const marker = readJsonFile<CacheMarker>(`${paths.dir}/${CACHE_MARKER}`);
+    if (marker) out.push({ paths, marker });
   }
   return out;
 }

@@ -13,7 +13,7 @@ import { buildQemuArgs } from "../qemu/qemu_command.ts";
 import { isQemuAlive, startQemu, stopQemu } from "../qemu/qemu_process.ts";
 import { writeFileAtomic } from "../vm/atomic_write.ts";
 import { PhaseTimer } from "../vm/vm_record.ts";
-import { readPidFile, type VmPaths, vmPaths, type VmStore } from "../vm/vm_store.ts";
+import { readJsonFile, readPidFile, type VmPaths, type VmStore } from "../vm/vm_store.ts";
 import { type BootPlan, qemuSpecFor } from "../factory/boot_plan.ts";
 import { personalize } from "../vm/personalize.ts";
 import { resumeClone } from "./clone_vm.ts";
@@ -85,27 +85,16 @@ export class ClonePool {
   /** Every folder with a `pool.json`, claimed or not. */
   #scan(): PoolEntry[] {
     const out: PoolEntry[] = [];
-    let names: Deno.DirEntry[];
-    try {
-      names = [...Deno.readDirSync(this.store.vmsDir)];
-    } catch {
-      return out;
-    }
-    for (const { name, isDirectory } of names) {
-      if (!isDirectory) continue;
-      const paths = vmPaths(`${this.store.vmsDir}/${name}`, name);
+    for (const paths of this.store.folders()) {
+      const meta = readJsonFile<PoolMeta>(`${paths.dir}/pool.json`);
+      if (!meta) continue; // not a pool entry
       let claimedAt: number | undefined;
       try {
         claimedAt = Deno.statSync(`${paths.dir}/claimed`).mtime?.getTime() ?? 0;
       } catch {
         // unclaimed
       }
-      try {
-        const meta = JSON.parse(Deno.readTextFileSync(`${paths.dir}/pool.json`)) as PoolMeta;
-        out.push({ paths, meta, pid: readPidFile(paths.pidFile), claimedAt });
-      } catch {
-        // not a pool entry
-      }
+      out.push({ paths, meta, pid: readPidFile(paths.pidFile), claimedAt });
     }
     return out;
   }

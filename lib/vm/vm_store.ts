@@ -44,6 +44,15 @@ export function vmPaths(dir: string, id: string): VmPaths {
   };
 }
 
+/** The JSON in `path`; undefined when the file is missing or not JSON (e.g. being replaced). */
+export function readJsonFile<T>(path: string): T | undefined {
+  try {
+    return JSON.parse(Deno.readTextFileSync(path)) as T;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The pid in a QEMU pid file; undefined when the file is missing or not a pid. */
 export function readPidFile(pidFile: string): number | undefined {
   try {
@@ -99,23 +108,32 @@ export class VmStore {
   }
 
   /** Every VM with a record, oldest first, reconciled with the live processes. */
-  async list(): Promise<VmEntry[]> {
+  list(): Promise<VmEntry[]> {
     const entries: VmEntry[] = [];
-    let names: Deno.DirEntry[];
-    try {
-      names = [...Deno.readDirSync(this.vmsDir)];
-    } catch (err) {
-      if (err instanceof Deno.errors.NotFound) return [];
-      throw err;
-    }
-    for (const name of names) {
-      if (!name.isDirectory) continue;
-      const record = await this.#read(`${this.vmsDir}/${name.name}`);
+    for (const { dir } of this.folders()) {
+      const record = readJsonFile<VmRecord>(`${dir}/record.json`);
       if (record) {
         entries.push({ record, alive: isQemuAlive(record.pid, { expectArg: record.qmpSocket }) });
       }
     }
-    return entries.sort((a, b) => a.record.createdAt.localeCompare(b.record.createdAt));
+    return Promise.resolve(
+      entries.sort((a, b) => a.record.createdAt.localeCompare(b.record.createdAt)),
+    );
+  }
+
+  /**
+   * Every VM folder, whatever it holds: a VM (`record.json`), a pool clone (`pool.json`), a VM
+   * of a VMCache server (`cache.json`), or what a crashed creation left.
+   */
+  folders(): VmPaths[] {
+    try {
+      return [...Deno.readDirSync(this.vmsDir)]
+        .filter((e) => e.isDirectory)
+        .map((e) => vmPaths(`${this.vmsDir}/${e.name}`, e.name));
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return [];
+      throw err;
+    }
   }
 
   /**
@@ -151,14 +169,7 @@ export class VmStore {
    */
   async removeIncomplete(minAgeMs = 120_000): Promise<number> {
     let removed = 0;
-    let names: Deno.DirEntry[];
-    try {
-      names = [...Deno.readDirSync(this.vmsDir)];
-    } catch {
-      return 0;
-    }
-    for (const { name, isDirectory } of names) {
-      const paths = vmPaths(`${this.vmsDir}/${name}`, name);
+    for (const paths of this.folders()) {
       const has = (file: string) => {
         try {
           Deno.statSync(`${paths.dir}/${file}`);
@@ -167,7 +178,7 @@ export class VmStore {
           return false;
         }
       };
-      if (!isDirectory || has("record.json") || has("pool.json") || has("cache.json")) continue;
+      if (has("record.json") || has("pool.json") || has("cache.json")) continue;
       const age = Date.now() - (Deno.statSync(paths.dir).mtime?.getTime() ?? 0);
       if (age < minAgeMs) continue;
       const pid = readPidFile(paths.pidFile);
@@ -176,13 +187,5 @@ export class VmStore {
       removed++;
     }
     return removed;
-  }
-
-  async #read(dir: string): Promise<VmRecord | undefined> {
-    try {
-      return JSON.parse(await Deno.readTextFile(`${dir}/record.json`)) as VmRecord;
-    } catch {
-      return undefined;
-    }
   }
 }
