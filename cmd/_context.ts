@@ -27,26 +27,37 @@ export async function commandContext(opts: { config?: string }): Promise<Command
  * per distinct configuration text: a clean result is remembered in the state directory, so the
  * `vm create` fast path pays a hash, not a lint.
  */
-export async function requireLintClean(ctx: CommandContext, configPath?: string): Promise<void> {
+export async function requireLintClean(
+  ctx: CommandContext,
+  configPath?: string,
+  opts: { probe?: boolean } = {},
+): Promise<void> {
   const text = ctx.loaded.sources.map((s) => `${s.path}\0${s.text}`).join("\0");
   const hash = await sha256Hex(text, 24);
   const marker = `${ctx.settings.stateDir}/lint-ok/${hash}`;
-  try {
-    Deno.statSync(marker);
-    return;
-  } catch {
-    // not linted yet
+  // a probing lint depends on this host's binaries: it always runs (and then is remembered)
+  if (!opts.probe) {
+    try {
+      Deno.statSync(marker);
+      return;
+    } catch {
+      // not linted yet
+    }
   }
   const { formatText, lintConfig } = await import("../lint/mod.ts");
-  const { results } = await lintConfig({ config: configPath, env: Deno.env.toObject() });
+  const { results } = await lintConfig({
+    config: configPath,
+    probe: opts.probe,
+    env: Deno.env.toObject(),
+  });
   if (results.some((r) => r.diagnostics.some((d) => d.severity === "error"))) {
     throw new UsageError(
       "use this configuration",
       `the linter rejects it:\n${formatText(results, { color: false })}`,
     );
   }
-  await Deno.mkdir(`${ctx.settings.stateDir}/lint-ok`, { recursive: true });
-  await Deno.writeTextFile(marker, "");
+  Deno.mkdirSync(`${ctx.settings.stateDir}/lint-ok`, { recursive: true });
+  Deno.writeTextFileSync(marker, "");
 }
 
 /** Writes one line to stderr (progress, warnings) without touching stdout. */

@@ -1,7 +1,7 @@
 /** `vmfactory factory init|destroy|status`. @module */
 import { UsageError } from "../lib/errors.ts";
 import type { Settings } from "../lib/config/settings.ts";
-import { type CommandContext, commandContext, ms, say } from "./_context.ts";
+import { type CommandContext, commandContext, ms, requireLintClean, say } from "./_context.ts";
 
 /**
  * Lints the effective configuration with probing on and, for templating, proves that the QEMU
@@ -9,25 +9,17 @@ import { type CommandContext, commandContext, ms, say } from "./_context.ts";
  */
 async function requireCleanConfig(
   configPath: string | undefined,
-  settings: Settings,
+  ctx: CommandContext,
 ): Promise<void> {
-  const { formatText, lintConfig, probeIgnoreShared } = await import("../lint/mod.ts");
-  if (settings.enableTemplate && !(await probeIgnoreShared(settings.qemuPath))) {
+  // proved here as well as by the lint rule: a suppression comment must not skip this check
+  const { probeIgnoreShared } = await import("../lint/mod.ts");
+  if (ctx.settings.enableTemplate && !(await probeIgnoreShared(ctx.settings.qemuPath))) {
     throw new UsageError(
       "initialize the template",
-      `${settings.qemuPath} does not support the migration capability x-ignore-shared (QEMU >= 4.1 does)`,
+      `${ctx.settings.qemuPath} does not support the migration capability x-ignore-shared (QEMU >= 4.1 does)`,
     );
   }
-  const { results } = await lintConfig({
-    config: configPath,
-    probe: true,
-    env: Deno.env.toObject(),
-  });
-  const errors = results.flatMap((r) => r.diagnostics).filter((d) => d.severity === "error");
-  if (errors.length > 0) {
-    const report = formatText(results, { color: false });
-    throw new UsageError("initialize the factory", `the configuration has errors:\n${report}`);
-  }
+  await requireLintClean(ctx, configPath, { probe: true });
 }
 
 async function templateFactory(ctx: CommandContext, signal?: AbortSignal) {
@@ -71,7 +63,7 @@ export async function runFactoryInit(opts: { force?: boolean; config?: string })
       "neither [factory] enable_template = true nor vm_cache_number > 0 is set",
     );
   }
-  await requireCleanConfig(opts.config, ctx.settings);
+  await requireCleanConfig(opts.config, ctx);
   if (which === "cache") {
     const { runCacheServer } = await import("../lib/cache/vm_cache_server.ts");
     return await runCacheServer(ctx.settings, ctx.store, { log: say });

@@ -21,9 +21,8 @@ async function factoryFor(
     const { CacheClientFactory } = await import("../lib/cache/cache_client_factory.ts");
     return new CacheClientFactory(settings, store, { fallback: opts.fallback, log: say });
   }
-  const { resolveBootPlan } = await import("../lib/factory/boot_plan.ts");
-  const { DirectFactory } = await import("../lib/factory/direct_factory.ts");
-  return new DirectFactory(await resolveBootPlan(settings, { onNotice: say }), store);
+  const { directFactoryFor } = await import("../lib/factory/direct_factory.ts");
+  return await directFactoryFor(settings, store, { onNotice: say });
 }
 
 /** `vm create`: prints the record (JSON with --json) and returns the exit code. */

@@ -136,10 +136,11 @@ export class CacheClientFactory implements VmFactory {
   }
 
   async #coldBoot(request: VmRequest): Promise<VmRecord> {
-    const { resolveBootPlan } = await import("../factory/boot_plan.ts");
-    const { DirectFactory } = await import("../factory/direct_factory.ts");
-    const plan = await resolveBootPlan(this.settings, { onNotice: (l) => this.#log(l) });
-    return await new DirectFactory(plan, this.store).getVm(request);
+    const { directFactoryFor } = await import("../factory/direct_factory.ts");
+    const direct = await directFactoryFor(this.settings, this.store, {
+      onNotice: (l) => this.#log(l),
+    });
+    return await direct.getVm(request);
   }
 
   /** The server's pid and cached VMs, from gRPC `Status`. */

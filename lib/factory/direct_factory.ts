@@ -9,7 +9,14 @@ import { readLogTail, startQemu, stopQemu } from "../qemu/qemu_process.ts";
 import { personalize } from "../vm/personalize.ts";
 import { PhaseTimer, type VmRecord } from "../vm/vm_record.ts";
 import { recordFor, type VmPaths, type VmStore } from "../vm/vm_store.ts";
-import { type BootPlan, qemuSpecFor, type SpecOptions } from "./boot_plan.ts";
+import type { Settings } from "../config/settings.ts";
+import {
+  type BootPlan,
+  type BootPlanHooks,
+  qemuSpecFor,
+  resolveBootPlan,
+  type SpecOptions,
+} from "./boot_plan.ts";
 import type { FactoryStatus, VmFactory, VmRequest } from "./vm_factory.ts";
 
 /** How long a cold boot may take before it is given up (TCG boots take seconds). */
@@ -39,6 +46,15 @@ export async function waitForBoot(paths: VmPaths, action: string): Promise<Agent
       `${(err as Error).message}${tail ? `; console: ${tail}` : ""}`,
     );
   }
+}
+
+/** A direct factory for `settings` (resolves the boot plan: may build the built-in guest). */
+export async function directFactoryFor(
+  settings: Settings,
+  store: VmStore,
+  hooks: BootPlanHooks = {},
+): Promise<DirectFactory> {
+  return new DirectFactory(await resolveBootPlan(settings, hooks), store);
 }
 
 /** Cold-boots VMs; `getVm` may be called concurrently. */
