@@ -21,3 +21,12 @@ export function cheapTimer(ms: number, fn: () => void): CheapTimer {
   signal.addEventListener("abort", onAbort, { once: true });
   return { cancel: () => signal.removeEventListener("abort", onAbort) };
 }
+
+/** Settles like `promise`, or rejects with `error()` when it has not settled within `ms`. */
+export function withTimeout<T>(promise: Promise<T>, ms: number, error: () => Error): Promise<T> {
+  let timer: CheapTimer | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = cheapTimer(ms, () => reject(error()));
+  });
+  return Promise.race([promise, timeout]).finally(() => timer?.cancel());
+}

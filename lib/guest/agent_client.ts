@@ -6,7 +6,7 @@
  * @module
  */
 import { sleep } from "../poll_until.ts";
-import { type CheapTimer, cheapTimer } from "../cheap_timer.ts";
+import { type CheapTimer, cheapTimer, withTimeout } from "../cheap_timer.ts";
 import { AgentError } from "./agent_error.ts";
 import {
   type Decoded,
@@ -96,15 +96,9 @@ export class AgentClient {
     opts: { timeoutMs?: number } = {},
   ): Promise<AgentClient> {
     const timeoutMs = opts.timeoutMs ?? 10_000;
-    let timer: CheapTimer | undefined;
     const connecting = Deno.connect({ transport: "unix", path: socketPath });
     try {
-      const conn = await Promise.race([
-        connecting,
-        new Promise<never>((_, reject) => {
-          timer = cheapTimer(timeoutMs, () => reject(new Deno.errors.TimedOut()));
-        }),
-      ]);
+      const conn = await withTimeout(connecting, timeoutMs, () => new Deno.errors.TimedOut());
       return new AgentClient(conn, socketPath, timeoutMs);
     } catch (error) {
       connecting.then((c) => c.close(), () => {});
@@ -114,8 +108,6 @@ export class AgentClient {
         "connect",
         { cause: error },
       );
-    } finally {
-      timer?.cancel();
     }
   }
 

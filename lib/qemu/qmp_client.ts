@@ -3,6 +3,7 @@
  * commands with a pending map, events to listeners, every pending call rejected on disconnect.
  * @module
  */
+import { type CheapTimer, cheapTimer, withTimeout } from "../cheap_timer.ts";
 import { sleep } from "../poll_until.ts";
 import { VmfactoryError } from "../errors.ts";
 import { isQemuAlive, qemuExitedError } from "./qemu_process.ts";
@@ -72,19 +73,10 @@ interface Pending {
   command: string;
   resolve: (value: unknown) => void;
   reject: (error: Error) => void;
-  timer: ReturnType<typeof setTimeout>;
+  timer: CheapTimer;
 }
 
 const encoder = new TextEncoder();
-
-/** Resolves after `ms`, or rejects with `error` when `promise` has not settled by then. */
-function withTimeout<T>(promise: Promise<T>, ms: number, error: () => Error): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(error()), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
 
 /** A connected, capability-negotiated QMP session. Create it with {@link QmpClient.connect}. */
 export class QmpClient {
@@ -157,10 +149,10 @@ export class QmpClient {
     const id = this.#nextId++;
     const timeoutMs = options.timeoutMs ?? this.#callTimeoutMs;
     const { promise, resolve, reject } = Promise.withResolvers<T>();
-    const timer = setTimeout(() => {
+    const timer = cheapTimer(timeoutMs, () => {
       this.#pending.delete(id);
       reject(new QmpTimeoutError(command, timeoutMs));
-    }, timeoutMs);
+    });
     this.#pending.set(id, { command, resolve: resolve as (v: unknown) => void, reject, timer });
     const message = { execute: command, ...(args ? { arguments: args } : {}), id };
     this.#write(JSON.stringify(message) + "\n");
@@ -235,7 +227,7 @@ export class QmpClient {
       const pending = this.#pending.get(message.id);
       if (!pending) return; // timed out already
       this.#pending.delete(message.id);
-      clearTimeout(pending.timer);
+      pending.timer.cancel();
       if ("error" in message) {
         const error = message.error as { class?: string; desc?: string };
         pending.reject(
@@ -265,7 +257,7 @@ export class QmpClient {
     this.#greeting.reject(new QmpDisconnectedError("read the QMP greeting"));
     for (const [id, pending] of this.#pending) {
       this.#pending.delete(id);
-      clearTimeout(pending.timer);
+      pending.timer.cancel();
       pending.reject(new QmpDisconnectedError(pending.command));
     }
     this.#closed.resolve();
