@@ -24,7 +24,7 @@ import { type BootPlan, qemuSpecFor, resolveBootPlan } from "../lib/factory/boot
 import { DirectFactory } from "../lib/factory/direct_factory.ts";
 import { waitForAgent } from "../lib/guest/agent_client.ts";
 import { buildQemuArgs } from "../lib/qemu/qemu_command.ts";
-import { startQemu, stopQemu } from "../lib/qemu/qemu_process.ts";
+import { pidsWhere, startQemu, stopQemu } from "../lib/qemu/qemu_process.ts";
 import { QmpClient, waitForQmpSocket } from "../lib/qemu/qmp_client.ts";
 import { TemplateFactory } from "../lib/template/template_factory.ts";
 import { fallbackDir, findTemplate } from "../lib/template/template_files.ts";
@@ -135,19 +135,10 @@ async function configure(poolSize: number): Promise<Settings> {
 
 /** Pids of processes (other than this one) whose command line mentions the bench folder. */
 function ourPids(kind: "qemu" | "other" | "all" = "all"): number[] {
-  const pids: number[] = [];
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name) || Number(entry.name) === Deno.pid) continue;
-    try {
-      const cmd = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`);
-      if (!cmd.includes(marker)) continue;
-      const isQemu = cmd.startsWith("/usr/bin/qemu-system");
-      if (kind === "all" || (kind === "qemu") === isQemu) pids.push(Number(entry.name));
-    } catch {
-      // gone
-    }
-  }
-  return pids;
+  return pidsWhere((argv) => {
+    if (!argv.some((arg) => arg.includes(marker))) return false;
+    return kind === "all" || (kind === "qemu") === argv[0].includes("qemu-system");
+  });
 }
 
 function killAll(pids: number[]): void {
@@ -472,15 +463,7 @@ try {
 } catch {
   // reported by the plan below
 }
-for (const e of Deno.readDirSync("/proc")) {
-  try {
-    if (Deno.readTextFileSync(`/proc/${e.name}/cmdline`).startsWith("/usr/bin/qemu-system")) {
-      host.otherQemuAtStart++;
-    }
-  } catch {
-    // not a process
-  }
-}
+host.otherQemuAtStart = pidsWhere((argv) => argv[0].includes("qemu-system")).length;
 
 let exitCode = 0;
 try {

@@ -4,6 +4,7 @@
  * unmounts its tmpfs and deletes it, even when the test failed.
  * @module
  */
+import { pidsWhere } from "../lib/qemu/qemu_process.ts";
 import { mergeSources } from "../lib/config/load_config.ts";
 import { type Settings, settingsFrom } from "../lib/config/settings.ts";
 import { VmStore } from "../lib/vm/vm_store.ts";
@@ -80,19 +81,9 @@ const GUEST_CACHE = "/tmp/vmfactory-test-guest-cache";
 
 /** PIDs of QEMU processes whose command line mentions `marker`. */
 export function qemuPidsWith(marker: string): number[] {
-  const pids: number[] = [];
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    try {
-      const cmd = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`);
-      if (cmd.startsWith("/usr/bin/qemu-system") && cmd.includes(marker)) {
-        pids.push(Number(entry.name));
-      }
-    } catch {
-      // gone
-    }
-  }
-  return pids;
+  return pidsWhere((argv) =>
+    argv[0].includes("qemu-system") && argv.some((arg) => arg.includes(marker))
+  );
 }
 
 /** Makes a test environment; use with `await using`. */

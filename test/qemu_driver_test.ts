@@ -10,7 +10,7 @@ import {
   type QmpEvent,
   waitForQmpSocket,
 } from "../lib/qemu/qmp_client.ts";
-import { isQemuAlive, startQemu, stopQemu } from "../lib/qemu/qemu_process.ts";
+import { isQemuAlive, pidsWhere, startQemu, stopQemu } from "../lib/qemu/qemu_process.ts";
 import { UsageError, VmfactoryError } from "../lib/errors.ts";
 
 const QEMU = "/usr/bin/qemu-system-x86_64";
@@ -57,13 +57,7 @@ async function sandbox() {
 
 /** Pids of live (not zombie) processes whose command line mentions `text`. */
 function livePidsMentioning(text: string): number[] {
-  const pids: number[] = [];
-  for (const entry of Deno.readDirSync("/proc")) {
-    const pid = Number(entry.name);
-    if (!Number.isInteger(pid)) continue;
-    if (isQemuAlive(pid, { expectArg: text }) && pid !== Deno.pid) pids.push(pid);
-  }
-  return pids;
+  return pidsWhere((argv) => argv.some((arg) => arg.includes(text)));
 }
 
 Deno.test("start, query-status, STOP/RESUME events, quit", async () => {

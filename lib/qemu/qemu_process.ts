@@ -152,6 +152,25 @@ export function isQemuAlive(pid: number, options: { expectArg?: string } = {}): 
   }
 }
 
+/**
+ * Pids of the running processes (zombies excluded, this one too) whose argv satisfies `test`;
+ * e.g. every QEMU whose command line mentions a folder, to clean up after tests and benchmarks.
+ */
+export function pidsWhere(test: (argv: string[]) => boolean): number[] {
+  const pids: number[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    const pid = Number(entry.name);
+    if (!Number.isInteger(pid) || pid === Deno.pid) continue;
+    try {
+      const argv = Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0");
+      if (argv[0] !== "" && test(argv) && isQemuAlive(pid)) pids.push(pid);
+    } catch {
+      // gone
+    }
+  }
+  return pids;
+}
+
 function signal(pid: number, sig: Deno.Signal): void {
   try {
     Deno.kill(pid, sig);
