@@ -16,15 +16,25 @@ export interface VmCreateArgs {
   config?: string;
 }
 
-const FLAGS = new Set(["--strict", "--fallback", "--json"]);
-const VALUES: Record<string, keyof VmCreateArgs> = {
-  "--cpus": "cpus",
-  "--memory": "memory",
-  "--hostname": "hostname",
-  "--config": "config",
-  "-c": "config",
+/** How the fast parser reads one option: the attribute it sets and what its value is. */
+export interface FastOption {
+  /** The attribute commander gives the action. */
+  key: keyof VmCreateArgs;
+  /** No value (a flag), any string, or a positive integer. */
+  value: "none" | "string" | "positive";
+}
+
+/** Every flag of `vm create` the fast parser knows; a test ties this to `program.ts`. */
+export const VM_CREATE_OPTIONS: Readonly<Record<string, FastOption>> = {
+  "--cpus": { key: "cpus", value: "positive" },
+  "--memory": { key: "memory", value: "positive" },
+  "--hostname": { key: "hostname", value: "string" },
+  "--strict": { key: "strict", value: "none" },
+  "--fallback": { key: "fallback", value: "none" },
+  "--json": { key: "json", value: "none" },
+  "--config": { key: "config", value: "string" },
+  "-c": { key: "config", value: "string" },
 };
-const NUMERIC = new Set<keyof VmCreateArgs>(["cpus", "memory"]);
 
 /** The options of `vm create ...` in `args`, or undefined when commander must handle them. */
 export function parseVmCreate(args: readonly string[]): VmCreateArgs | undefined {
@@ -34,18 +44,20 @@ export function parseVmCreate(args: readonly string[]): VmCreateArgs | undefined
     const [name, inline] = args[i].startsWith("--") && args[i].includes("=")
       ? [args[i].slice(0, args[i].indexOf("=")), args[i].slice(args[i].indexOf("=") + 1)]
       : [args[i], undefined];
-    if (FLAGS.has(name) && inline === undefined) {
-      out[name.slice(2)] = true;
+    const option = VM_CREATE_OPTIONS[name];
+    if (!option) return undefined;
+    if (option.value === "none") {
+      if (inline !== undefined) return undefined;
+      out[option.key] = true;
       continue;
     }
-    const key = VALUES[name];
     const value = inline ?? args[++i];
-    if (!key || value === undefined || key in out) return undefined;
-    if (NUMERIC.has(key)) {
+    if (value === undefined || option.key in out) return undefined;
+    if (option.value === "positive") {
       const n = Number(value);
       if (!Number.isInteger(n) || n <= 0) return undefined;
-      out[key] = n;
-    } else out[key] = value;
+      out[option.key] = n;
+    } else out[option.key] = value;
   }
   return out as VmCreateArgs;
 }

@@ -1,5 +1,51 @@
 import assert from "node:assert/strict";
-import { parseVmCreate } from "./_fast_args.ts";
+import type { CommandUnknownOpts } from "@commander-js/extra-typings";
+import { type FastOption, parseVmCreate, VM_CREATE_OPTIONS } from "./_fast_args.ts";
+import { buildProgram } from "./program.ts";
+
+/** `vm create` as `program.ts` declares it, with its action replaced and its output silenced. */
+function vmCreate(onAction: (opts: unknown) => void): {
+  program: CommandUnknownOpts;
+  create: CommandUnknownOpts;
+} {
+  const program = buildProgram() as unknown as CommandUnknownOpts;
+  const create = program.commands.find((c) => c.name() === "vm")?.commands
+    .find((c) => c.name() === "create");
+  assert.ok(create, "program.ts declares vm create");
+  create.action((...args) => onAction(args[0]));
+  create.configureOutput({ writeOut: () => {}, writeErr: () => {}, outputError: () => {} });
+  return { program, create };
+}
+
+/** What commander makes of `vm create ...args`: the action's options, or its error code. */
+async function commanderParse(args: string[]): Promise<{ opts?: unknown; error?: string }> {
+  let opts: unknown;
+  const { program } = vmCreate((o) => opts = o);
+  try {
+    await program.parseAsync(["vm", "create", ...args], { from: "user" });
+    return { opts };
+  } catch (err) {
+    return { error: (err as { code?: string }).code ?? String(err) };
+  }
+}
+
+Deno.test("parseVmCreate knows exactly the flags program.ts declares for vm create", () => {
+  const { create } = vmCreate(() => {});
+  const declared: Record<string, FastOption> = {};
+  for (const option of create.options) {
+    assert.ok(!option.optional, `${option.flags}: the fast parser has no optional values`);
+    assert.ok(!option.negate, `${option.flags}: the fast parser has no --no-* flags`);
+    assert.equal(
+      option.defaultValue,
+      undefined,
+      `${option.flags}: the fast parser sets no defaults`,
+    );
+    const value = !option.required ? "none" : option.parseArg ? "positive" : "string";
+    const key = option.attributeName() as FastOption["key"];
+    for (const flag of [option.long, option.short]) if (flag) declared[flag] = { key, value };
+  }
+  assert.deepEqual({ ...VM_CREATE_OPTIONS }, declared);
+});
 
 Deno.test("parseVmCreate: the options vm create declares, nothing else", () => {
   const cases: [string[], unknown][] = [
@@ -27,4 +73,50 @@ Deno.test("parseVmCreate: the options vm create declares, nothing else", () => {
     [["lint"], undefined],
   ];
   for (const [args, want] of cases) assert.deepEqual(parseVmCreate(args), want, args.join(" "));
+});
+
+Deno.test("parseVmCreate gives what commander gives, or leaves the arguments to commander", async () => {
+  // the fast parser must take these (the hot path) ...
+  const taken = [
+    [],
+    ["--json"],
+    ["--cpus", "2", "--memory", "512"],
+    ["--cpus=2", "--memory=512"],
+    ["--memory", "512.0"],
+    ["--cpus", "1e1"],
+    ["-c", "/x.toml"],
+    ["--config", "/x.toml"],
+    ["--config=/x.toml"],
+    ["--hostname", "web1", "--strict", "--fallback", "--json"],
+    ["--hostname", "--json"],
+    ["--hostname="],
+    ["--json", "--json"],
+  ];
+  // ... and may leave these to commander (which parses or rejects them)
+  const left = [
+    ["--help"],
+    ["-h"],
+    ["--bogus"],
+    ["--cpus", "0"],
+    ["--cpus=-1"],
+    ["--cpus", "two"],
+    ["--memory"],
+    ["-c"],
+    ["--json=yes"],
+    ["--cpus", "1", "--cpus", "2"],
+    ["-c/x.toml"],
+    ["--", "extra"],
+    ["extra"],
+  ];
+  for (const args of [...taken, ...left]) {
+    const fast = parseVmCreate(["vm", "create", ...args]);
+    const full = await commanderParse(args);
+    const what = `vm create ${args.join(" ")}`;
+    assert.equal(fast !== undefined, taken.includes(args), `${what}: taken by the fast parser`);
+    if (fast !== undefined) assert.deepEqual(full, { opts: fast }, what);
+  }
+  // commander rejects what the fast parser rejects for being wrong (not merely unusual)
+  for (const args of [["--bogus"], ["--cpus", "0"], ["--memory"], ["--json=yes"], ["extra"]]) {
+    assert.ok((await commanderParse(args)).error?.startsWith("commander."), args.join(" "));
+  }
 });

@@ -7,10 +7,10 @@
 import { BUILTIN_DEFAULT_TOML, BUILTIN_PATH } from "../lib/config/builtin_default.ts";
 import { mergeSources } from "../lib/config/load_config.ts";
 import { settingsFrom } from "../lib/config/settings.ts";
-import { DirectFactory } from "../lib/factory/direct_factory.ts";
+import { DirectSource } from "../lib/factory/direct_source.ts";
+import { VmFactory } from "../lib/factory/vm_factory.ts";
 import { AgentClient } from "../lib/guest/agent_client.ts";
-import { stopQemu } from "../lib/qemu/qemu_process.ts";
-import { SHARED_MEMORY_NOTE, TemplateFactory } from "../lib/template/template_factory.ts";
+import { SHARED_MEMORY_NOTE, TemplateManager } from "../lib/template/template_manager.ts";
 import { findTemplate, templateBytes } from "../lib/template/template_files.ts";
 import type { VmRecord } from "../lib/vm/vm_record.ts";
 import { pssMiB, quantile } from "../lib/vm/vm_stats.ts";
@@ -27,7 +27,7 @@ export async function runDemo(opts: { clones: number; keep?: boolean }): Promise
     { path: "<demo>", text: overrides },
   ]));
   const store = new VmStore(settings.stateDir);
-  const factory = new TemplateFactory(settings, store, {
+  const template = new TemplateManager(settings, store, {
     log: say,
     hooks: {
       onProgress: (phase, detail) => say(`  guest: ${phase} ${detail}`),
@@ -41,8 +41,8 @@ export async function runDemo(opts: { clones: number; keep?: boolean }): Promise
       say(`kept: state in ${settings.stateDir}, template in ${settings.templatePath}`);
       return;
     }
-    await Promise.all(vms.map((vm) => stopQemu(vm, { graceMs: 500 })));
-    await factory.destroy();
+    await Promise.all(vms.map((vm) => store.remove(vm.id, ["owned"])));
+    await template.destroy();
     await Deno.remove(root, { recursive: true });
   };
   const interrupt = () => {
@@ -52,18 +52,18 @@ export async function runDemo(opts: { clones: number; keep?: boolean }): Promise
   Deno.addSignalListener("SIGINT", interrupt);
   try {
     say(`1/4 guest: kernel from the host, initrd with busybox + agent (state in ${root})`);
-    const plan = await factory.plan();
+    const plan = await template.plan();
     say(`    accelerator: ${plan.accel}, ${plan.memoryMiB} MiB, ${plan.cpus} vCPU`);
 
     say("2/4 cold boot (the direct factory) ...");
-    const cold = await new DirectFactory(plan, store).getVm({});
+    const cold = await new VmFactory(new DirectSource(plan, store)).getVm();
     vms.push(cold);
     say(`    cold boot: ${ms(cold.timings.totalMs)} to agent-ready`);
     const coldPss = pssMiB([cold.pid]);
 
     say("3/4 template: boot, settle, save the device state ...");
     const t0 = performance.now();
-    const init = await factory.init();
+    const init = await template.init();
     say(
       `    template ${init.manifest.id} in ${ms(performance.now() - t0)}; state file ${
         (init.manifest.stateBytes / 1e6).toFixed(2)
@@ -73,11 +73,12 @@ export async function runDemo(opts: { clones: number; keep?: boolean }): Promise
 
     say(`4/4 ${opts.clones} clones ...`);
     const clones: VmRecord[] = [];
+    const factory = new VmFactory(template.source(), { strict: true });
     for (let i = 0; i < opts.clones; i++) {
-      const vm = await factory.getVm({});
+      const vm = await factory.getVm();
       vms.push(vm);
       clones.push(vm);
-      await factory.refill();
+      await template.refill();
       say(`    clone ${vm.id}: ${ms(vm.timings.totalMs)}`);
     }
     const agent = await AgentClient.connect(clones[0].agentSocket);
@@ -107,11 +108,11 @@ export async function runDemo(opts: { clones: number; keep?: boolean }): Promise
     const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
     console.log();
     for (const row of rows) console.log(row.map((c, i) => c.padEnd(widths[i])).join("   "));
-    const template = findTemplate(settings.templatePath);
-    if (template) {
+    const found = findTemplate(settings.templatePath);
+    if (found) {
       console.log(
         `(plus the template's memory file, ${
-          (templateBytes(template.files) / 2 ** 20).toFixed(0)
+          (templateBytes(found.files) / 2 ** 20).toFixed(0)
         } MiB on tmpfs, shared by every clone; the pool keeps ${settings.poolSize} more clones ready)`,
       );
     }

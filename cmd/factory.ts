@@ -23,7 +23,7 @@ async function requireCleanConfig(
 }
 
 async function templateFactory(ctx: CommandContext, signal?: AbortSignal) {
-  const { TemplateFactory } = await import("../lib/template/template_factory.ts");
+  const { TemplateManager } = await import("../lib/template/template_manager.ts");
   const started = new Map<string, number>();
   let last: string | undefined;
   const phase = (name: string) => {
@@ -34,7 +34,7 @@ async function templateFactory(ctx: CommandContext, signal?: AbortSignal) {
     if (name) say(`${name} ...`);
   };
   return {
-    factory: new TemplateFactory(ctx.settings, ctx.store, {
+    factory: new TemplateManager(ctx.settings, ctx.store, {
       log: say,
       hooks: {
         onPhase: phase,
@@ -68,7 +68,7 @@ export async function runFactoryInit(opts: { force?: boolean; config?: string })
     const { runCacheServer } = await import("../lib/cache/vm_cache_server.ts");
     return await runCacheServer(ctx.settings, ctx.store, { log: say });
   }
-  const { SHARED_MEMORY_NOTE } = await import("../lib/template/template_factory.ts");
+  const { SHARED_MEMORY_NOTE } = await import("../lib/template/template_manager.ts");
   const abort = new AbortController();
   const onSignal = () => abort.abort();
   Deno.addSignalListener("SIGINT", onSignal);

@@ -2,17 +2,17 @@
  * `vmfactory lint`: checks Kata configuration files and prints the findings.
  * @module
  */
-import { UsageError } from "../lib/errors.ts";
 import { formatGithub } from "../lint/format/github.ts";
 import { formatJson } from "../lint/format/json.ts";
 import { formatSarif } from "../lint/format/sarif.ts";
 import { formatText } from "../lint/format/text.ts";
 import { lintConfig, lintFiles } from "../lint/lint_files.ts";
-import { parseRuleOptions, unknownRule } from "../lint/rule_severities.ts";
+import { parseRuleOptions, ruleOptionProblem, unknownRule } from "../lint/rule_severities.ts";
 import { ruleById, rules } from "../lint/rules/mod.ts";
 import type { FileResult, Rule } from "../lint/types.ts";
+import { OptionError } from "./_usage.ts";
 
-/** The options `cmd/main.ts` declares for `lint`. */
+/** The options `cmd/program.ts` declares for `lint`. */
 export interface LintCommandOptions {
   config?: string;
   format?: "text" | "json" | "sarif" | "github";
@@ -25,7 +25,8 @@ export interface LintCommandOptions {
 /**
  * Runs `vmfactory lint`: lints `files`, or the effective configuration when there are none, prints
  * the findings and returns the exit code (0 no error finding, 1 error findings). Throws
- * {@link UsageError} (exit 2) for bad options and unreadable files.
+ * {@link OptionError} (exit 2, with the `--help` hint) for options that do not fit, and a
+ * `UsageError` (exit 2) for unreadable files.
  */
 export async function runLint(files: string[], opts: LintCommandOptions): Promise<number> {
   if (opts.listRules) {
@@ -39,14 +40,18 @@ export async function runLint(files: string[], opts: LintCommandOptions): Promis
   }
   if (opts.explain !== undefined) {
     const rule = ruleById(opts.explain);
-    if (!rule) throw new UsageError(`explain rule "${opts.explain}"`, unknownRule(opts.explain));
+    if (!rule) throw new OptionError(`explain rule "${opts.explain}"`, unknownRule(opts.explain));
     console.log(explain(rule));
     return 0;
   }
-  const options = { rules: parseRuleOptions(opts.rule ?? []), probe: opts.probe };
-  if (files.length > 0 && opts.config !== undefined) {
-    throw new UsageError("lint", "give FILE arguments or --config, not both");
+  for (const spec of opts.rule ?? []) {
+    const problem = ruleOptionProblem(spec);
+    if (problem) throw new OptionError(`set rule "${spec}"`, problem);
   }
+  if (files.length > 0 && opts.config !== undefined) {
+    throw new OptionError("lint", "give FILE arguments or --config, not both");
+  }
+  const options = { rules: parseRuleOptions(opts.rule ?? []), probe: opts.probe };
   let results: FileResult[];
   if (files.length > 0) results = await lintFiles(files, options);
   else {

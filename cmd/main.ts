@@ -7,8 +7,13 @@
  */
 import { VmfactoryError } from "../lib/errors.ts";
 import { parseVmCreate } from "./_fast_args.ts";
+import { OptionError, USAGE_HINT } from "./_usage.ts";
 
-/** Runs the CLI with `args`; maps errors to exit codes and never prints a stack for user errors. */
+/**
+ * Runs the CLI with `args`; maps errors to exit codes and never prints a stack for user errors.
+ * The `--help` hint follows misuse only (commander prints it after its own parse errors; here it
+ * follows an {@link OptionError}), not a failed operation such as a missing kernel.
+ */
 export async function main(args: string[]): Promise<number> {
   try {
     const create = parseVmCreate(args);
@@ -21,7 +26,7 @@ export async function main(args: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof VmfactoryError) {
       console.error(`vmfactory: ${err.message}`);
-      if (err.exitCode === 2) console.error("(run with --help for usage)");
+      if (err instanceof OptionError) console.error(USAGE_HINT);
       return err.exitCode;
     }
     throw err;

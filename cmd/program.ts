@@ -3,8 +3,9 @@
  * implementation lazily so that `vm create` never loads the linter or gRPC.
  * @module
  */
-import { Command, InvalidArgumentError, Option } from "@commander-js/extra-typings";
+import { Command, CommanderError, InvalidArgumentError, Option } from "@commander-js/extra-typings";
 import denoJson from "../deno.json" with { type: "json" };
+import { USAGE_HINT } from "./_usage.ts";
 
 const SEVERITIES = ["off", "info", "warning", "error"];
 
@@ -22,9 +23,14 @@ function parsePositive(value: string): number {
   return n;
 }
 
-/** Builds the whole command tree (exported for tests and shell completion). */
+/**
+ * Builds the whole command tree (exported for tests and shell completion). Usage errors throw a
+ * `CommanderError` instead of exiting, in every command: `exitOverride` (like the help hint) is
+ * set before the subcommands are added, because commander copies it to each one on creation.
+ */
 export function buildProgram(): Command {
   const program = new Command()
+    .exitOverride()
     .name("vmfactory")
     .description(
       "Start QEMU VMs in milliseconds from a template or a cache of booted VMs, and lint Kata " +
@@ -32,7 +38,7 @@ export function buildProgram(): Command {
     )
     .version(denoJson.version, "-V, --version")
     .configureHelp({ showGlobalOptions: true })
-    .showHelpAfterError("(run with --help for usage)")
+    .showHelpAfterError(USAGE_HINT)
     .addHelpText(
       "after",
       `
@@ -243,21 +249,15 @@ Examples:
 
 /**
  * Parses `args` with commander and runs the chosen command; returns the exit code. Commander's
- * own usage errors exit 2 (it has printed the message); other errors propagate.
+ * usage errors (unknown command or option, missing or bad argument, in any command) exit 2 after
+ * it printed the message and the hint; help and version exit 0; other errors propagate.
  */
 export async function runProgram(args: string[]): Promise<number> {
-  const program = buildProgram();
-  program.exitOverride();
   try {
-    await program.parseAsync(args, { from: "user" });
+    await buildProgram().parseAsync(args, { from: "user" });
     return typeof Deno.exitCode === "number" ? Deno.exitCode : 0;
   } catch (err) {
-    const code = (err as { code?: unknown })?.code;
-    if (typeof code === "string" && code.startsWith("commander.")) {
-      return ["commander.helpDisplayed", "commander.version", "commander.help"].includes(code)
-        ? 0
-        : 2;
-    }
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
     throw err;
   }
 }

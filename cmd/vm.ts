@@ -1,35 +1,16 @@
 /** `vmfactory vm create|list|exec|destroy`. @module */
 import { UsageError } from "../lib/errors.ts";
-import type { VmFactory } from "../lib/factory/vm_factory.ts";
+import { factoryFor } from "../lib/factory/factory_for.ts";
 import type { VmCreateArgs } from "./_fast_args.ts";
 import { AgentClient } from "../lib/guest/agent_client.ts";
-import { stopQemu } from "../lib/qemu/qemu_process.ts";
-import type { VmRecord } from "../lib/vm/vm_record.ts";
-import { type CommandContext, commandContext, ms, requireLintClean, say } from "./_context.ts";
-
-/** Picks the factory the configuration enables: template, VMCache client, or direct. */
-async function factoryFor(
-  ctx: CommandContext,
-  opts: { strict?: boolean; fallback?: boolean },
-): Promise<VmFactory> {
-  const { settings, store } = ctx;
-  if (settings.enableTemplate) {
-    const { TemplateFactory } = await import("../lib/template/template_factory.ts");
-    return new TemplateFactory(settings, store, { strict: opts.strict, log: say });
-  }
-  if (settings.vmCacheNumber > 0) {
-    const { CacheClientFactory } = await import("../lib/cache/cache_client_factory.ts");
-    return new CacheClientFactory(settings, store, { fallback: opts.fallback, log: say });
-  }
-  const { directFactoryFor } = await import("../lib/factory/direct_factory.ts");
-  return await directFactoryFor(settings, store, { onNotice: say });
-}
+import { commandContext, ms, requireLintClean, say } from "./_context.ts";
+import { OptionError } from "./_usage.ts";
 
 /** `vm create`: prints the record (JSON with --json) and returns the exit code. */
 export async function runVmCreate(opts: VmCreateArgs): Promise<number> {
   const ctx = await commandContext(opts);
   await requireLintClean(ctx, opts.config);
-  const factory = await factoryFor(ctx, opts);
+  const factory = await factoryFor(ctx.settings, ctx.store, { ...opts, log: say });
   const record = await factory.getVm({
     cpus: opts.cpus,
     memoryMiB: opts.memory,
@@ -99,7 +80,7 @@ export async function runVmExec(
   opts: { shell?: string; timeout?: number; config?: string },
 ): Promise<number> {
   if (!opts.shell && command.length === 0) {
-    throw new UsageError("run a command", "give a command after `--` or use --shell");
+    throw new OptionError("run a command", "give a command after `--` or use --shell");
   }
   const { store } = await commandContext(opts);
   const { record, alive } = await store.find(id);
@@ -121,26 +102,20 @@ export async function runVmExec(
   }
 }
 
-/** Stops one VM and removes its folder. */
-export async function destroyVm(record: VmRecord, store: CommandContext["store"]): Promise<void> {
-  await stopQemu({ pid: record.pid, qmpSocket: record.qmpSocket }, { graceMs: 1000 });
-  await store.remove(record.dir);
-}
-
 /** `vm destroy ID... | --all`. */
 export async function runVmDestroy(
   ids: string[],
   opts: { all?: boolean; config?: string },
 ): Promise<number> {
   if (!opts.all && ids.length === 0) {
-    throw new UsageError("destroy VMs", "give VM ids or --all");
+    throw new OptionError("destroy VMs", "give VM ids or --all");
   }
   const { store } = await commandContext(opts);
   const records = opts.all
     ? (await store.list()).map((e) => e.record)
     : await Promise.all(ids.map(async (id) => (await store.find(id)).record));
-  await Promise.all(records.map((r) => destroyVm(r, store)));
-  if (opts.all) await store.removeIncomplete();
+  await Promise.all(records.map((r) => store.remove(r.id, ["owned"])));
+  if (opts.all) await store.reap();
   say(`destroyed ${records.length} VM(s)`);
   return 0;
 }

@@ -2,11 +2,18 @@
  * Error classes shared by the library and the CLI.
  *
  * Every message reads "Cannot <action>: <detail>". The CLI maps {@link UsageError} to exit code 2
- * (with a hint to `--help`) and prints any {@link VmfactoryError} without a stack trace.
+ * and prints any {@link VmfactoryError} without a stack trace.
  * @module
  */
 
-/** Base class of every error vmfactory raises on purpose; `exitCode` is what the CLI exits with. */
+/**
+ * Base class of every error vmfactory raises on purpose; `exitCode` is what the CLI exits with.
+ * @example
+ * ```ts
+ * const err = new VmfactoryError("stop QEMU", "pid 42 is still running");
+ * console.log(err.message, err.exitCode); // "Cannot stop QEMU: pid 42 is still running" 1
+ * ```
+ */
 export class VmfactoryError extends Error {
   /** Process exit code the CLI uses for this error. */
   readonly exitCode: number;
@@ -18,10 +25,26 @@ export class VmfactoryError extends Error {
   }
 }
 
-/** The user asked for something impossible (bad input, missing prerequisite): exit code 2. */
+/**
+ * The user asked for something impossible (bad input, missing prerequisite): exit code 2.
+ * @example
+ * ```ts
+ * throw new UsageError("find VM abc", "no such VM"); // the CLI exits 2
+ * ```
+ */
 export class UsageError extends VmfactoryError {
-  /** Builds a usage error; the CLI exits 2 and points at `--help`. */
+  /** Builds a usage error; the CLI exits 2. */
   constructor(action: string, detail: string, options?: { cause?: unknown }) {
     super(action, detail, { ...options, exitCode: 2 });
   }
+}
+
+/** The message of any thrown value (an Error's message, else its text). */
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message || err.name : String(err);
+}
+
+/** `err` as "Cannot <action>: <its message>", keeping it as the `cause`. */
+export function wrapError(action: string, err: unknown): VmfactoryError {
+  return new VmfactoryError(action, errorMessage(err), { cause: err });
 }

@@ -8,11 +8,18 @@ import { UsageError } from "../lib/errors.ts";
 import { ConfigModel } from "./config_model.ts";
 import { lintDocuments } from "./lint_text.ts";
 import { type ParsedDocument, parseDocument } from "./parse_document.ts";
-import { probeIgnoreShared } from "./probe_qemu.ts";
+import { probeQemu } from "./probe_qemu.ts";
 import { probeCandidate } from "./rules/template_requires_qemu_lite.ts";
 import type { FileResult, LintOptions, ProbeResult } from "./types.ts";
 
-/** Lints each file on its own. Throws {@link UsageError} ("Cannot lint <path>: …") if one cannot be read. */
+/**
+ * Lints each file on its own. Throws {@link UsageError} ("Cannot lint <path>: …") if one cannot be read.
+ * @example
+ * ```ts
+ * const results = await lintFiles(["/etc/kata-containers/configuration.toml"]);
+ * for (const d of results[0].diagnostics) console.log(d.line, d.ruleId, d.message);
+ * ```
+ */
 export async function lintFiles(
   paths: readonly string[],
   options: LintOptions = {},
@@ -37,6 +44,11 @@ export interface ConfigLintResult {
 /**
  * Lints the effective configuration: the file Kata would use (`config`, `KATA_CONF_FILE`, the
  * default paths) merged with its `config.d/` drop-ins, or the built-in default when there is none.
+ * @example
+ * ```ts
+ * const { results } = await lintConfig({ env: Deno.env.toObject() }); // Kata's lookup + config.d/
+ * const errors = results.flatMap((r) => r.diagnostics).filter((d) => d.severity === "error");
+ * ```
  */
 export async function lintConfig(
   opts: LintOptions & { config?: string; env?: Record<string, string | undefined> },
@@ -77,18 +89,9 @@ async function withProbes(
   if (!options.probe || docs.some((d) => d.syntaxError)) return options;
   const path = probeCandidate(new ConfigModel(docs));
   if (!path) return options;
-  if (!probes.has(path)) probes.set(path, probe(path));
+  if (!probes.has(path)) probes.set(path, probeQemu(path));
   return {
     ...options,
     probeResults: new Map([...(options.probeResults ?? []), [path, await probes.get(path)!]]),
   };
-}
-
-async function probe(path: string): Promise<ProbeResult> {
-  try {
-    if (!(await Deno.stat(path)).isFile) return "absent";
-  } catch {
-    return "absent";
-  }
-  return await probeIgnoreShared(path) ? "capable" : "incapable";
 }

@@ -8,7 +8,14 @@ import { ruleById, ruleIds, rules } from "./rules/mod.ts";
 import type { Diagnostic, FileResult, Finding, LintOptions, SeveritySetting } from "./types.ts";
 import { SEVERITY_SETTINGS } from "./rule_severities.ts";
 
-/** Lints one file's `text` (its path is `path`) and returns its findings. Never throws on bad input. */
+/**
+ * Lints one file's `text` (its path is `path`) and returns its findings. Never throws on bad input.
+ * @example
+ * ```ts
+ * const result = lintText("configuration.toml", "[factory]\nenable_template = true\n");
+ * console.log(result.diagnostics.map((d) => d.ruleId));
+ * ```
+ */
 export function lintText(path: string, text: string, options: LintOptions = {}): Diagnostic[] {
   return lintDocuments([parseDocument(path, text)], options)[0].diagnostics;
 }

@@ -11,7 +11,7 @@ export { lintDocuments, lintText } from "./lint_text.ts";
 export { type ConfigLintResult, lintConfig, lintFiles } from "./lint_files.ts";
 export { ruleById, ruleIds, rules } from "./rules/mod.ts";
 export { parseRuleOptions } from "./rule_severities.ts";
-export { probeIgnoreShared } from "./probe_qemu.ts";
+export { probeIgnoreShared, probeQemu } from "./probe_qemu.ts";
 export { formatText } from "./format/text.ts";
 export { formatJson } from "./format/json.ts";
 export { formatSarif } from "./format/sarif.ts";

@@ -3,6 +3,9 @@
  * (needed to save and restore a template without copying guest RAM).
  * @module
  */
+import { DEFAULT_QEMU_PATH, QEMU_PACKAGE } from "../lib/config/builtin_default.ts";
+import { UsageError } from "../lib/errors.ts";
+import type { ProbeResult } from "./types.ts";
 
 const COMMANDS = [
   { execute: "qmp_capabilities", id: 1 },
@@ -10,12 +13,38 @@ const COMMANDS = [
   { execute: "quit", id: 3 },
 ].map((c) => JSON.stringify(c)).join("\n") + "\n";
 
+/** Whether `path` is a file on this host. */
+function isFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * What `--probe` learns about `qemuPath`: "absent" when it is not a file on this host, else
+ * whether {@link probeIgnoreShared} finds the capability.
+ */
+export async function probeQemu(qemuPath: string, timeoutMs = 5000): Promise<ProbeResult> {
+  if (!isFile(qemuPath)) return "absent";
+  return await probeIgnoreShared(qemuPath, timeoutMs) ? "capable" : "incapable";
+}
+
 /**
  * Starts `qemuPath` with no machine (`-machine none -nodefaults -display none -qmp stdio`) and asks
  * QMP `query-migrate-capabilities` for `x-ignore-shared`. True only when the binary answers with
  * it; false when it lacks it, cannot start, or does not answer within `timeoutMs`. Caches nothing.
+ * Throws a {@link UsageError} naming the Debian package when `qemuPath` is not a file (a missing
+ * binary is not one that lacks the capability).
  */
 export async function probeIgnoreShared(qemuPath: string, timeoutMs = 5000): Promise<boolean> {
+  if (!isFile(qemuPath)) {
+    throw new UsageError(
+      "probe QEMU",
+      `${qemuPath} is not found (the Debian package ${QEMU_PACKAGE} provides ${DEFAULT_QEMU_PATH})`,
+    );
+  }
   let child: Deno.ChildProcess;
   try {
     child = new Deno.Command(qemuPath, {

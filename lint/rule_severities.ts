@@ -10,20 +10,29 @@ import type { SeveritySetting } from "./types.ts";
 /** The severities a rule can be set to. */
 export const SEVERITY_SETTINGS: readonly SeveritySetting[] = ["off", "info", "warning", "error"];
 
+/** Splits `id=severity` (both trimmed; severity "" without `=`). */
+function split(spec: string): [string, string] {
+  const eq = spec.indexOf("=");
+  return eq < 0 ? [spec.trim(), ""] : [spec.slice(0, eq).trim(), spec.slice(eq + 1).trim()];
+}
+
+/** Why `spec` is not a valid `id=severity` setting, or undefined when it is. */
+export function ruleOptionProblem(spec: string): string | undefined {
+  const [id, severity] = split(spec);
+  if (!ruleById(id)) return unknownRule(id);
+  if (!(SEVERITY_SETTINGS as readonly string[]).includes(severity)) {
+    return `the severity must be one of ${SEVERITY_SETTINGS.join(", ")} (write --rule ${id}=error)`;
+  }
+  return undefined;
+}
+
 /** Parses `id=severity` strings; throws {@link UsageError} for an unknown rule or severity. */
 export function parseRuleOptions(specs: readonly string[]): Record<string, SeveritySetting> {
   const out: Record<string, SeveritySetting> = {};
   for (const spec of specs) {
-    const eq = spec.indexOf("=");
-    const id = spec.slice(0, eq < 0 ? undefined : eq).trim();
-    const severity = eq < 0 ? "" : spec.slice(eq + 1).trim();
-    if (!ruleById(id)) throw new UsageError(`set rule "${spec}"`, unknownRule(id));
-    if (!(SEVERITY_SETTINGS as readonly string[]).includes(severity)) {
-      throw new UsageError(
-        `set rule "${spec}"`,
-        `the severity must be one of ${SEVERITY_SETTINGS.join(", ")} (write --rule ${id}=error)`,
-      );
-    }
+    const problem = ruleOptionProblem(spec);
+    if (problem) throw new UsageError(`set rule "${spec}"`, problem);
+    const [id, severity] = split(spec);
     out[id] = severity as SeveritySetting;
   }
   return out;

@@ -35,7 +35,7 @@ function fmtMs(ms: number): string {
 /** The SVG text of the chart for `rows`, with `marks` as dashed lines. */
 export function benchChart(title: string, rows: ChartRow[], marks: ChartMark[]): string {
   const left = 270, right = 40, top = 50, rowH = 34, width = 960;
-  const height = top + rows.length * rowH + 50;
+  const height = top + rows.length * rowH + 50 + 14 * Math.max(0, marks.length - 1);
   const all = rows.flatMap((r) => r.samples).filter((v) => v > 0);
   const lo = Math.floor(Math.log10(Math.min(1, ...all)));
   const hi = Math.ceil(Math.log10(Math.max(10, ...all)));
@@ -58,16 +58,15 @@ export function benchChart(title: string, rows: ChartRow[], marks: ChartMark[]):
       }</text>`,
     );
   }
-  for (const m of marks) {
+  marks.forEach((m, i) => {
     const mx = x(m.ms).toFixed(1);
+    const ly = bottom + 32 + 14 * i; // one line per mark: close marks do not overlap
     out.push(
       `<line x1="${mx}" y1="${top - 4}" x2="${mx}" y2="${bottom}" stroke="#c33" ` +
         `stroke-dasharray="4 3"/>`,
-      `<text x="${mx}" y="${bottom + 32}" text-anchor="middle" fill="#c33">${
-        escape(m.label)
-      }</text>`,
+      `<text x="${mx}" y="${ly}" text-anchor="middle" fill="#c33">${escape(m.label)}</text>`,
     );
-  }
+  });
   rows.forEach((r, i) => {
     const cy = top + i * rowH + rowH / 2;
     out.push(

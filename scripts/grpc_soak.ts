@@ -14,7 +14,7 @@
  */
 
 import { CacheClient } from "../lib/cache/cache_client.ts";
-import type { CacheVm } from "../lib/cache/cache_server.ts";
+import type { CacheVm } from "../lib/cache/cache_vm_source.ts";
 
 const [mode, socketPath, ...rest] = Deno.args;
 

@@ -4,7 +4,7 @@
  * unmounts its tmpfs and deletes it, even when the test failed.
  * @module
  */
-import { pidsWhere } from "../lib/qemu/qemu_process.ts";
+import { processesWhere, signalProcess } from "../lib/process_identity.ts";
 import { mergeSources } from "../lib/config/load_config.ts";
 import { type Settings, settingsFrom } from "../lib/config/settings.ts";
 import { VmStore } from "../lib/vm/vm_store.ts";
@@ -81,7 +81,11 @@ const GUEST_CACHE = "/tmp/vmfactory-test-guest-cache";
 
 /** PIDs of QEMU processes whose command line mentions `marker`. */
 export function qemuPidsWith(marker: string): number[] {
-  return pidsWhere((argv) =>
+  return qemusWith(marker).map((p) => p.pid);
+}
+
+function qemusWith(marker: string) {
+  return processesWhere((argv) =>
     argv[0].includes("qemu-system") && argv.some((arg) => arg.includes(marker))
   );
 }
@@ -132,13 +136,7 @@ export async function vmEnv(initial: Partial<ConfigValues> = {}): Promise<VmEnv>
       return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
     },
     async [Symbol.asyncDispose]() {
-      for (const pid of qemuPidsWith(dir)) {
-        try {
-          Deno.kill(pid, "SIGKILL");
-        } catch {
-          // already gone
-        }
-      }
+      for (const p of qemusWith(dir)) signalProcess(p, "SIGKILL");
       for (let i = 0; i < 100 && qemuPidsWith(dir).length > 0; i++) {
         await new Promise((r) => setTimeout(r, 20));
       }

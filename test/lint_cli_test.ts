@@ -4,7 +4,8 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { hostHasKataConfig, withFiles } from "./lint_helpers.ts";
+import { DEFAULT_QEMU_PATH } from "../lib/config/builtin_default.ts";
+import { hostHasKataConfig, OWN_CONFIGS_DIR, tomlFiles, withFiles } from "./lint_helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -218,41 +219,61 @@ Deno.test("lint with no configuration file lints the built-in default and says s
   ]);
 });
 
+const TEMPLATING = `[hypervisor.qemu]\npath = "${DEFAULT_QEMU_PATH}"\ninitrd = "/i"\n` +
+  'shared_fs = "none"\n[factory]\nenable_template = true\n';
+const rulesOf = (out: string) =>
+  JSON.parse(out).files[0].diagnostics.map((d: { rule: string; severity: string }) =>
+    `${d.rule}:${d.severity}`
+  );
+
+Deno.test("lint --probe: a QEMU that is not on this host is named as missing, with its package", async () => {
+  const absent = TEMPLATING.replace(DEFAULT_QEMU_PATH, "/nonexistent/qemu-system-x86_64");
+  await withFiles({ "absent.toml": absent }, async (dir) => {
+    const r = await lint(["--probe", "--format", "json", `${dir}/absent.toml`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(rulesOf(r.stdout), [
+      "template-requires-qemu-lite:warning",
+      "template-shares-memory:info",
+    ]);
+    assert.match(
+      JSON.parse(r.stdout).files[0].diagnostics[0].message,
+      /^\/nonexistent\/qemu-system-x86_64 is not found on this host \(the Debian package qemu-system-x86 provides \/usr\/bin\/qemu-system-x86_64\)/,
+    );
+  });
+});
+
 Deno.test({
   name: "lint --probe: this host's QEMU proves x-ignore-shared",
   ignore: !(() => {
     try {
-      return Deno.statSync("/usr/bin/qemu-system-x86_64").isFile;
+      return Deno.statSync(DEFAULT_QEMU_PATH).isFile;
     } catch {
       return false;
     }
   })(),
   async fn() {
-    const upstream =
-      '[hypervisor.qemu]\npath = "/usr/bin/qemu-system-x86_64"\ninitrd = "/i"\nshared_fs = "none"\n' +
-      "[factory]\nenable_template = true\n";
-    const absent = upstream.replace(
-      "/usr/bin/qemu-system-x86_64",
-      "/nonexistent/qemu-system-x86_64",
-    );
-    await withFiles({ "up.toml": upstream, "absent.toml": absent }, async (dir) => {
-      const rules = (out: string) =>
-        JSON.parse(out).files[0].diagnostics.map((d: { rule: string; severity: string }) =>
-          `${d.rule}:${d.severity}`
-        );
+    await withFiles({ "up.toml": TEMPLATING }, async (dir) => {
       const plain = await lint(["--format", "json", `${dir}/up.toml`]);
-      assert.deepEqual(rules(plain.stdout), [
+      assert.deepEqual(rulesOf(plain.stdout), [
         "template-requires-qemu-lite:warning",
         "template-shares-memory:info",
       ]);
       const probed = await lint(["--probe", "--format", "json", `${dir}/up.toml`]);
       assert.equal(probed.code, 0, probed.stderr);
-      assert.deepEqual(rules(probed.stdout), ["template-shares-memory:info"]);
-      const missing = await lint(["--probe", "--format", "json", `${dir}/absent.toml`]);
-      assert.deepEqual(rules(missing.stdout), [
-        "template-requires-qemu-lite:warning",
-        "template-shares-memory:info",
-      ]);
+      assert.deepEqual(rulesOf(probed.stdout), ["template-shares-memory:info"]);
     });
   },
+});
+
+Deno.test("lint: the own corpus through the CLI, files and a configuration with drop-ins", async () => {
+  const files = tomlFiles(OWN_CONFIGS_DIR);
+  const all = await lint(["--format", "json", ...files]);
+  assert.equal(all.code, 1, "kata1-qemu-lite.toml sets both an image and an initrd");
+  const errors = JSON.parse(all.stdout).files.flatMap((
+    f: { path: string; diagnostics: { severity: string }[] },
+  ) => f.diagnostics.filter((d) => d.severity === "error").map(() => f.path));
+  assert.deepEqual(errors, [`${OWN_CONFIGS_DIR}/kata1-qemu-lite.toml`]);
+  const dropins = await lint(["--config", `${OWN_CONFIGS_DIR}/dropin/configuration.toml`]);
+  assert.equal(dropins.code, 0, dropins.stdout);
+  assert.match(dropins.stdout, /10-template\.toml:3:1 {2}info {2}/);
 });

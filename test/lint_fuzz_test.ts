@@ -1,13 +1,13 @@
 /**
- * Seeded mutations of the real Kata files: the linter never crashes and every result is
- * well-formed (a syntax finding alone, or rule findings, or nothing).
+ * Seeded mutations of the corpus files (the own ones, plus the real Kata files when present): the
+ * linter never crashes and every result is well-formed (a syntax finding alone, or rule findings,
+ * or nothing).
  * @module
  */
 import assert from "node:assert/strict";
 import { lintText, ruleIds } from "../lint/mod.ts";
-import { kataConfigsDir, tomlFiles } from "./lint_helpers.ts";
+import { corpora, tomlFiles } from "./lint_helpers.ts";
 
-const dir = kataConfigsDir();
 const MUTATIONS = 3000;
 const CHARS = [
   "[",
@@ -67,10 +67,9 @@ function mutate(text: string, rnd: () => number): string {
 }
 
 Deno.test({
-  name: `fuzz: ${MUTATIONS} seeded mutations of the real files never crash`,
-  ignore: !dir,
+  name: `fuzz: ${MUTATIONS} seeded mutations of the corpus files never crash`,
   fn() {
-    const texts = tomlFiles(dir!).map((f) => Deno.readTextFileSync(f));
+    const texts = corpora().flatMap((c) => tomlFiles(c.dir)).map((f) => Deno.readTextFileSync(f));
     const rnd = prng(20261126);
     let syntax = 0, findings = 0, clean = 0;
     for (let n = 0; n < MUTATIONS; n++) {

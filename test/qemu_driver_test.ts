@@ -4,22 +4,25 @@
  */
 import assert from "node:assert/strict";
 import { buildQemuArgs, type QemuSpec } from "../lib/qemu/qemu_command.ts";
+import { QmpClient, QmpDisconnectedError, type QmpEvent } from "../lib/qemu/qmp_client.ts";
+import { connectQmp, readPidFile, startQemu, stopQemu } from "../lib/qemu/qemu_process.ts";
 import {
-  QmpClient,
-  QmpDisconnectedError,
-  type QmpEvent,
-  waitForQmpSocket,
-} from "../lib/qemu/qmp_client.ts";
-import { isQemuAlive, pidsWhere, startQemu, stopQemu } from "../lib/qemu/qemu_process.ts";
+  identify,
+  isAlive,
+  processesWhere,
+  type ProcessIdentity,
+  signalProcess,
+} from "../lib/process_identity.ts";
+import { DEFAULT_QEMU_PATH } from "../lib/config/builtin_default.ts";
 import { UsageError, VmfactoryError } from "../lib/errors.ts";
 
-const QEMU = "/usr/bin/qemu-system-x86_64";
+const QEMU = DEFAULT_QEMU_PATH;
 const PREFIX = "vmf-qemu-test-";
 
 /** A temp dir plus every QEMU started in it; `cleanup` kills them all and removes the dir. */
 async function sandbox() {
   const dir = await Deno.makeTempDir({ prefix: PREFIX });
-  const started: { pid: number; qmpSocket: string }[] = [];
+  const started: ProcessIdentity[] = [];
   let n = 0;
   return {
     dir,
@@ -37,19 +40,17 @@ async function sandbox() {
       };
     },
     async start(spec: QemuSpec) {
-      const { pid } = await startQemu(buildQemuArgs(spec), {
+      const process = await startQemu(buildQemuArgs(spec), {
         logFile: `${spec.qmpSocket}.log`,
         pidFile: `${spec.qmpSocket}.pid`,
         qmpSocket: spec.qmpSocket,
       });
-      assert.equal(Number(await Deno.readTextFile(`${spec.qmpSocket}.pid`)), pid);
-      started.push({ pid, qmpSocket: spec.qmpSocket });
-      return pid;
+      assert.deepEqual(readPidFile(`${spec.qmpSocket}.pid`), process);
+      started.push(process);
+      return process;
     },
     async cleanup() {
-      for (const vm of started) {
-        if (isQemuAlive(vm.pid, { expectArg: vm.qmpSocket })) Deno.kill(vm.pid, "SIGKILL");
-      }
+      for (const vm of started) signalProcess(vm, "SIGKILL");
       await Deno.remove(dir, { recursive: true });
     },
   };
@@ -57,7 +58,7 @@ async function sandbox() {
 
 /** Pids of live (not zombie) processes whose command line mentions `text`. */
 function livePidsMentioning(text: string): number[] {
-  return pidsWhere((argv) => argv.some((arg) => arg.includes(text)));
+  return processesWhere((argv) => argv.some((arg) => arg.includes(text))).map((p) => p.pid);
 }
 
 Deno.test("start, query-status, STOP/RESUME events, quit", async () => {
@@ -65,8 +66,8 @@ Deno.test("start, query-status, STOP/RESUME events, quit", async () => {
   try {
     const spec = box.spec();
     const pid = await box.start(spec);
-    assert.ok(isQemuAlive(pid, { expectArg: spec.qmpSocket }));
-    assert.ok(!isQemuAlive(pid, { expectArg: "/not/this/vm.sock" }));
+    assert.ok(isAlive(pid));
+    assert.ok(!isAlive({ ...pid, startTime: pid.startTime + 1 }), "a reused pid is not this VM");
     const qmp = await QmpClient.connect(spec.qmpSocket);
     assert.equal(qmp.version.split(".")[0], "7");
     assert.deepEqual(await qmp.execute("query-status"), {
@@ -83,9 +84,9 @@ Deno.test("start, query-status, STOP/RESUME events, quit", async () => {
     await qmp.execute("stop");
     await stopped;
     assert.deepEqual(events, ["RESUME", "STOP"]);
-    await stopQemu({ pid, qmpSocket: spec.qmpSocket, qmp });
-    assert.ok(!isQemuAlive(pid));
-    await stopQemu({ pid, qmpSocket: spec.qmpSocket }); // idempotent
+    await stopQemu({ process: pid, qmpSocket: spec.qmpSocket, qmp });
+    assert.ok(!isAlive(pid));
+    await stopQemu({ process: pid, qmpSocket: spec.qmpSocket }); // idempotent
   } finally {
     await box.cleanup();
   }
@@ -97,7 +98,7 @@ Deno.test("kill -9 rejects every pending call; stopQemu falls back to signals", 
     const spec = box.spec();
     const pid = await box.start(spec);
     const qmp = await QmpClient.connect(spec.qmpSocket);
-    Deno.kill(pid, "SIGKILL");
+    Deno.kill(pid.pid, "SIGKILL");
     const calls = ["query-status", "query-cpus-fast", "query-name"].map((c) => qmp.execute(c));
     for (const result of await Promise.allSettled(calls)) {
       assert.equal(result.status, "rejected");
@@ -110,8 +111,8 @@ Deno.test("kill -9 rejects every pending call; stopQemu falls back to signals", 
     const pid2 = await box.start(spec2);
     const holder = await QmpClient.connect(spec2.qmpSocket);
     try {
-      await stopQemu({ pid: pid2, qmpSocket: spec2.qmpSocket }, { graceMs: 300 });
-      assert.ok(!isQemuAlive(pid2));
+      await stopQemu({ process: pid2, qmpSocket: spec2.qmpSocket }, { graceMs: 300 });
+      assert.ok(!isAlive(pid2));
     } finally {
       holder.close();
     }
@@ -130,13 +131,13 @@ Deno.test("a failed start reports QEMU's stderr; a missing binary names the pack
     assert.ok(error instanceof VmfactoryError);
     assert.match(error.message, /^Cannot start QEMU: .*-no-such-option: invalid option$/);
 
-    // fails after QEMU created its QMP socket: waitForQmpSocket reports it
+    // fails after QEMU created its QMP socket: connectQmp reports it
     const late = box.spec({ memory: { kind: "file", path: `${box.dir}/nope/mem`, share: true } });
-    const { pid } = await startQemu(buildQemuArgs(late), opts);
-    const error2 = await waitForQmpSocket(late.qmpSocket, { pid, logFile: opts.logFile })
+    const process = await startQemu(buildQemuArgs(late), opts);
+    const error2 = await connectQmp(late.qmpSocket, { process, logFile: opts.logFile })
       .catch((e) => e);
     assert.match(error2.message, /^Cannot start QEMU: .*nope\/mem/);
-    assert.ok(!isQemuAlive(pid));
+    assert.ok(!isAlive(process));
 
     const error3 = await startQemu(["/nonexistent/qemu"], opts).catch((e) => e);
     assert.ok(error3 instanceof UsageError);
@@ -148,7 +149,7 @@ Deno.test("a failed start reports QEMU's stderr; a missing binary names the pack
 
 Deno.test("QEMU outlives the Deno process that started it, even on SIGINT", async () => {
   const box = await sandbox();
-  let pid = 0;
+  let qemu: ProcessIdentity | undefined;
   const spec = box.spec();
   try {
     const script = `${box.dir}/starter.ts`;
@@ -177,18 +178,18 @@ await new Promise((resolve) => setTimeout(resolve, 60_000));
       if (done) break;
       out += value;
     }
-    pid = Number(out.trim());
-    assert.ok(pid > 0, `starter printed ${JSON.stringify(out)}`);
+    qemu = identify(Number(out.trim()));
+    assert.ok(qemu, `starter printed ${JSON.stringify(out)}`);
     child.kill("SIGINT");
     await child.status;
     await reader.cancel();
-    assert.ok(isQemuAlive(pid, { expectArg: spec.qmpSocket }), "QEMU died with its starter");
+    assert.ok(isAlive(qemu), "QEMU died with its starter");
     const qmp = await QmpClient.connect(spec.qmpSocket);
     assert.equal((await qmp.execute<{ status: string }>("query-status")).status, "prelaunch");
-    await stopQemu({ pid, qmpSocket: spec.qmpSocket, qmp });
-    assert.ok(!isQemuAlive(pid));
+    await stopQemu({ process: qemu, qmpSocket: spec.qmpSocket, qmp });
+    assert.ok(!isAlive(qemu));
   } finally {
-    if (pid && isQemuAlive(pid, { expectArg: spec.qmpSocket })) Deno.kill(pid, "SIGKILL");
+    if (qemu) signalProcess(qemu, "SIGKILL");
     await box.cleanup();
   }
 });
@@ -223,7 +224,7 @@ Deno.test("template save and clone load (x-ignore-shared) with hotplug headroom"
       assert.notEqual(status, "failed");
       return status === "completed" ? status : undefined;
     }, "template save");
-    await stopQemu({ pid: tplPid, qmpSocket: tplSpec.qmpSocket, qmp: tpl });
+    await stopQemu({ process: tplPid, qmpSocket: tplSpec.qmpSocket, qmp: tpl });
     const stateBytes = (await Deno.stat(state)).size;
     assert.ok(stateBytes < 8 * 1024 * 1024, `state is ${stateBytes} bytes: RAM was copied`);
 
@@ -249,7 +250,7 @@ Deno.test("template save and clone load (x-ignore-shared) with hotplug headroom"
       size: 64 * 1024 * 1024,
     });
     await clone.execute("device_add", { driver: "pc-dimm", id: "dimm1", memdev: "hot1" });
-    await stopQemu({ pid: clonePid, qmpSocket: cloneSpec.qmpSocket, qmp: clone });
+    await stopQemu({ process: clonePid, qmpSocket: cloneSpec.qmpSocket, qmp: clone });
   } finally {
     await box.cleanup();
   }

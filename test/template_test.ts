@@ -4,9 +4,10 @@
  */
 import assert from "node:assert/strict";
 import { UsageError } from "../lib/errors.ts";
-import { DirectFactory } from "../lib/factory/direct_factory.ts";
+import { DirectSource } from "../lib/factory/direct_source.ts";
+import { VmFactory } from "../lib/factory/vm_factory.ts";
 import { AgentClient } from "../lib/guest/agent_client.ts";
-import { TemplateFactory } from "../lib/template/template_factory.ts";
+import { TemplateManager } from "../lib/template/template_manager.ts";
 import { isMountPoint, mountCount } from "../lib/template/tmpfs_mount.ts";
 import type { VmRecord } from "../lib/vm/vm_record.ts";
 import { pssMiB } from "../lib/vm/vm_stats.ts";
@@ -26,12 +27,13 @@ async function sh(vm: VmRecord, line: string): Promise<string> {
 Deno.test("template: clones are unique, share memory, hot-add, survive destroy", async (t) => {
   await using env = await vmEnv({ poolSize: 1 });
   const logs: string[] = [];
-  const factory = new TemplateFactory(env.settings, env.store, { log: (l) => logs.push(l) });
+  const template = new TemplateManager(env.settings, env.store, { log: (l) => logs.push(l) });
+  const factory = new VmFactory(template.source(), { log: (l) => logs.push(l) });
 
   const a = await factory.getVm({});
   assert.ok(logs.some((l) => l.includes("no template yet")), "first VM builds the template");
   assert.equal(a.source, "template");
-  assert.equal((await factory.init()).outcome, "exists", "init after auto-create is a no-op");
+  assert.equal((await template.init()).outcome, "exists", "init after auto-create is a no-op");
   assert.equal(mountCount(`${env.dir}/template`), 1, "exactly one tmpfs mount");
   const b = await factory.getVm({});
 
@@ -49,7 +51,7 @@ Deno.test("template: clones are unique, share memory, hot-add, survive destroy",
   });
 
   await t.step("concurrent requests never share a pool clone", async () => {
-    await factory.refill();
+    await template.refill();
     const [x, y] = await Promise.all([factory.getVm({}), factory.getVm({})]);
     assert.notEqual(x.id, y.id);
     assert.notEqual(x.pid, y.pid);
@@ -85,42 +87,45 @@ Deno.test("template: clones are unique, share memory, hot-add, survive destroy",
   });
 
   await t.step("status reports a fresh template and its clones", async () => {
-    const status = await factory.status();
+    const status = await template.status();
     assert.equal(status.present, true);
     assert.equal(status.fresh, true);
     assert.equal(status.clones, 3);
   });
 
   await t.step("stale template: differences named, --strict refuses", async () => {
-    const stale = new TemplateFactory(
+    const stale = new TemplateManager(
       env.reconfigure({ kernelParams: "loglevel=3" }),
       env.store,
-      { strict: true, log: () => {} },
+      { log: () => {} },
     );
     const { differences } = await stale.inspect();
     assert.ok(differences.some((d) => d.includes("kernel_params")), differences.join("; "));
-    await assert.rejects(stale.getVm({}), UsageError);
+    const strict = new VmFactory(stale.source(), { strict: true });
+    await assert.rejects(strict.getVm({}), UsageError);
+    await assert.rejects(strict.getVm({}), /stale: .*kernel_params.* \(--strict\)/);
     await assert.rejects(stale.init(), /stale/);
     env.reconfigure({ kernelParams: "" });
   });
 
   await t.step("destroy keeps running clones working and unmounts", async () => {
-    const res = await factory.destroy();
+    const res = await template.destroy();
     assert.equal(res.removed, true);
     assert.equal(res.runningClones, 3);
     assert.equal(isMountPoint(`${env.dir}/template`), false);
     assert.equal(await sh(a, "echo alive"), "alive");
-    assert.deepEqual((await factory.destroy()).removed, false, "destroy is idempotent");
+    assert.deepEqual((await template.destroy()).removed, false, "destroy is idempotent");
   });
 });
 
 Deno.test("template: 3 clones use a fraction of the memory of 3 cold VMs", async () => {
   await using env = await vmEnv({ poolSize: 0 });
-  const factory = new TemplateFactory(env.settings, env.store, { log: () => {} });
-  await factory.init();
+  const template = new TemplateManager(env.settings, env.store, { log: () => {} });
+  await template.init();
+  const factory = new VmFactory(template.source(), { strict: true });
   const clones = [];
   for (let i = 0; i < 3; i++) clones.push(await factory.getVm({}));
-  const direct = new DirectFactory(await factory.plan(), env.store);
+  const direct = new VmFactory(new DirectSource(await template.plan(), env.store));
   const cold = await Promise.all([0, 1, 2].map(() => direct.getVm({})));
   const clonePss = pssMiB(clones.map((v) => v.pid));
   const coldPss = pssMiB(cold.map((v) => v.pid));

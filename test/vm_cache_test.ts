@@ -6,60 +6,55 @@
  */
 import assert from "node:assert/strict";
 import { CacheClient } from "../lib/cache/cache_client.ts";
-import { parseHandOff } from "../lib/cache/cache_client_factory.ts";
-import { CACHE_MARKER, cachedFolders, type CacheStore } from "../lib/cache/cache_store.ts";
-import { startVmCacheServer } from "../lib/cache/vm_cache_server.ts";
-import type { FactoryStatus, VmFactory } from "../lib/factory/vm_factory.ts";
-import { startQemu, stopQemu } from "../lib/qemu/qemu_process.ts";
+import { parseHandOff } from "../lib/cache/vmcache_source.ts";
+import { cachedFolders, startVmCacheServer } from "../lib/cache/vm_cache_server.ts";
+import { DEFAULT_QEMU_PATH } from "../lib/config/builtin_default.ts";
+import type { SourceSupply, SourceVm, VmSource } from "../lib/factory/vm_source.ts";
+import type { AgentClient } from "../lib/guest/agent_client.ts";
+import { identify, isAlive } from "../lib/process_identity.ts";
+import { startQemu } from "../lib/qemu/qemu_process.ts";
 import type { VmRecord } from "../lib/vm/vm_record.ts";
-import { isQemuAlive } from "../lib/qemu/qemu_process.ts";
+import { processOf, type VmStore } from "../lib/vm/vm_store.ts";
 import { qemuPidsWith, ROOT, vmEnv } from "./_vm_env.ts";
 
 /** "Boots" a QEMU that never runs a guest (`-S`, no kernel): real process, QMP, ~0.2 s. */
-class BareQemuFactory implements VmFactory {
+class BareQemuSource implements VmSource {
   readonly kind = "bare-qemu";
-  constructor(readonly store: CacheStore) {}
-  async getVm(): Promise<VmRecord> {
-    const paths = await this.store.allocate();
+  constructor(readonly store: VmStore) {}
+  prepare(): Promise<SourceSupply> {
+    return Promise.resolve({
+      shape: { cpus: 1, memoryMiB: 16, maxCpus: 1, maxMemoryMiB: 16 },
+      acquire: () => this.#boot(),
+    });
+  }
+  async #boot(): Promise<SourceVm> {
+    const pending = await this.store.allocate();
+    const { paths } = pending;
     const argv = [
-      "/usr/bin/qemu-system-x86_64",
+      DEFAULT_QEMU_PATH,
       ...["-machine", "pc", "-accel", "tcg", "-S", "-nodefaults", "-display", "none", "-m", "16"],
       ...["-qmp", `unix:${paths.qmpSocket},server=on,wait=off`, "-name", `vmf-${paths.id}`],
     ];
-    const { pid } = await startQemu(argv, {
+    pending.process = await startQemu(argv, {
       logFile: `${paths.dir}/qemu.log`,
       pidFile: paths.pidFile,
       qmpSocket: paths.qmpSocket,
     });
-    const record: VmRecord = {
-      id: paths.id,
-      pid,
-      source: "direct",
-      cpus: 1,
-      memoryMiB: 16,
-      hostname: `vm-${paths.id}`,
-      createdAt: new Date().toISOString(),
-      dir: paths.dir,
-      qmpSocket: paths.qmpSocket,
-      agentSocket: paths.agentSocket,
-      consoleLog: paths.consoleLog,
+    return {
+      pending,
+      agent: { close() {} } as unknown as AgentClient, // no guest, no agent
+      size: { cpus: 1, memoryMiB: 16 },
+      origin: "direct",
       accel: "tcg",
-      timings: { totalMs: 0, phases: {} },
+      sharesBoot: false,
     };
-    await this.store.save(record);
-    return record;
-  }
-  status(): Promise<FactoryStatus> {
-    return Promise.resolve({ kind: this.kind });
-  }
-  close(): Promise<void> {
-    return Promise.resolve();
   }
 }
 
 const gone = async (pids: number[], ms = 5000) => {
   const deadline = Date.now() + ms;
-  while (pids.some((p) => isQemuAlive(p, { expectArg: "qemu" }))) {
+  const live = pids.map((pid) => identify(pid)).filter((p) => p !== undefined);
+  while (live.some((p) => isAlive(p))) {
     if (Date.now() > deadline) return false;
     await new Promise((r) => setTimeout(r, 20));
   }
@@ -74,7 +69,7 @@ Deno.test("VMCache gRPC: 8 clients × 25 GetBaseVM over real QEMU processes, Qui
     socketPath,
     stateDir: env.store.stateDir,
     size: 4,
-    base: (store) => new BareQemuFactory(store),
+    base: (store) => new BareQemuSource(store),
     log: (l) => lines.push(l),
   });
   try {
@@ -91,15 +86,12 @@ Deno.test("VMCache gRPC: 8 clients × 25 GetBaseVM over real QEMU processes, Qui
         const info = parseHandOff(vm.hypervisor);
         ids.push(info.id);
         assert.equal(info.stateDir, env.store.stateDir);
-        assert.ok(isQemuAlive(info.pid, { expectArg: info.qmpSocket }), "a live QEMU");
-        assert.ok(!cachedFolders(env.store.stateDir).some((f) => f.paths.id === info.id));
+        assert.ok(isAlive(processOf(info)), "a live QEMU");
+        assert.equal(env.store.status(env.store.pathsOf(info.id))?.state, "offered");
         const record = JSON.parse(Deno.readTextFileSync(`${info.dir}/record.json`));
         assert.equal(record.source, "cache", "the server wrote the hand-out record");
         if (i === 24) kept.push(info);
-        else {
-          await stopQemu({ pid: info.pid, qmpSocket: info.qmpSocket }, { graceMs: 500 });
-          await env.store.remove(info.dir);
-        }
+        else assert.ok(await env.store.remove(info.id, ["offered"]));
       }
     }));
     assert.equal(ids.length, 200);
@@ -114,17 +106,14 @@ Deno.test("VMCache gRPC: 8 clients × 25 GetBaseVM over real QEMU processes, Qui
     await server.stopped;
     assert.ok(await gone(cachedPids), "the cached VMs are gone after Quit");
     assert.throws(() => Deno.lstatSync(socketPath), Deno.errors.NotFound);
-    assert.deepEqual(cachedFolders(env.store.stateDir), []);
-    for (const vm of kept) {
-      assert.ok(isQemuAlive(vm.pid, { expectArg: vm.qmpSocket }), "handed-out VM runs");
-    }
+    assert.deepEqual(cachedFolders(env.store), []);
+    for (const vm of kept) assert.ok(isAlive(processOf(vm)), "handed-out VM runs");
     assert.deepEqual((await env.store.list()).map((e) => e.alive), kept.map(() => true));
   } finally {
     await server.stop();
   }
   for (const { record } of await env.store.list()) {
-    await stopQemu({ pid: record.pid, qmpSocket: record.qmpSocket }, { graceMs: 500 });
-    await env.store.remove(record.dir);
+    assert.ok(await env.store.remove(record.id, ["owned"]));
   }
   assert.deepEqual(qemuPidsWith(env.dir), [], "no QEMU left");
   assert.deepEqual([...Deno.readDirSync(env.store.vmsDir)], [], "no folder left");
@@ -185,7 +174,7 @@ Deno.test("VMCache CLI: factory init, vm create from the cache, kill -9 and reap
     assert.equal(status.socket, socket);
 
     // kill -9: the cached (and booting) VMs are orphans; the handed-out one is the user's
-    const orphans = cachedFolders(env.store.stateDir);
+    const orphans = cachedFolders(env.store);
     assert.ok(orphans.length >= 1);
     server.child.kill("SIGKILL");
     await server.child.status;
@@ -195,17 +184,14 @@ Deno.test("VMCache CLI: factory init, vm create from the cache, kill -9 and reap
     assert.ok(server.lines.some((l) => /replacing stale socket/.test(l)), server.lines.join("\n"));
     assert.ok(server.lines.some((l) => /reaped \d+ orphaned cached VM/.test(l)));
     for (const o of orphans) assert.throws(() => Deno.statSync(o.paths.dir), Deno.errors.NotFound);
-    assert.ok(
-      isQemuAlive(vm.pid, { expectArg: vm.qmpSocket }),
-      "the handed-out VM survived the reaping",
-    );
+    assert.ok(isAlive(processOf(vm)), "the handed-out VM survived the reaping");
 
     const destroyed = await env.cli(["factory", "destroy"]);
     assert.equal(destroyed.code, 0, destroyed.stderr);
     assert.equal((await server.child.status).code, 0);
     await server.output;
     assert.ok(server.lines.some((l) => /Quit received/.test(l)));
-    assert.deepEqual(cachedFolders(env.store.stateDir), []);
+    assert.deepEqual(cachedFolders(env.store), []);
     assert.deepEqual(qemuPidsWith(env.dir), [vm.pid], "only the handed-out VM runs");
     assert.throws(() => Deno.lstatSync(socket), Deno.errors.NotFound);
     const again = await env.cli(["factory", "destroy"]);
@@ -226,10 +212,7 @@ Deno.test("VMCache CLI: factory init, vm create from the cache, kill -9 and reap
 
     assert.equal((await env.cli(["vm", "destroy", "--all"])).code, 0);
     assert.deepEqual(qemuPidsWith(env.dir), []);
-    assert.deepEqual(
-      [...Deno.readDirSync(env.store.vmsDir)].filter((e) => e.name !== CACHE_MARKER),
-      [],
-    );
+    assert.deepEqual([...Deno.readDirSync(env.store.vmsDir)], []);
   } finally {
     try {
       server.child.kill("SIGKILL");

@@ -1,16 +1,20 @@
 /**
- * Feeds a client connection to a `node:http2` server session without the client's GOAWAY frames.
+ * The workaround for denoland/deno#36788, in one place: checked on Deno 2.9.6 (x86_64 Linux).
  *
- * Deno 2.9's `node:http2` aborts the process inside nghttp2 (`find_stream_on_goaway_func`,
- * denoland/deno#36788) while it processes a GOAWAY, which every grpc-js client sends when it closes
- * its channel. Dropping that frame is harmless for a server: the client opens no new stream after
- * it and closes the socket once its calls are done, which ends the session. The wrapper also tracks
- * its writes, so the server can tell whether a reply reached the socket before the client died.
+ * Deno's `node:http2` aborts the whole process inside nghttp2 (`find_stream_on_goaway_func`) while
+ * it processes a GOAWAY frame, and every grpc-js client sends one when it closes its channel.
+ *
+ * - Server side, {@link GoawayFilter} drops the GOAWAY frames a client sends before nghttp2 sees
+ *   them. That is harmless for a server: the client opens no new stream after it and closes the
+ *   socket once its calls are done, which ends the session. The server itself never sends GOAWAY
+ *   (it ends a connection by closing its socket).
+ * - Client side, {@link GOAWAY_SAFE_CHANNEL_OPTIONS} makes a grpc-js channel drop its idle HTTP/2
+ *   session after 10 s, so it never sits on one for minutes: an old idle session that then
+ *   receives a GOAWAY (from any server) can abort the client.
+ *
+ * Once a Deno release fixes the issue, delete this file and its two uses.
  * @module
  */
-
-import type { Socket } from "node:net";
-import { Duplex } from "node:stream";
 
 const PREFACE_LENGTH = 24; // "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 const FRAME_HEADER_LENGTH = 9;
@@ -56,70 +60,7 @@ export class GoawayFilter {
   }
 }
 
-/** A client connection fed to `node:http2` through a {@link GoawayFilter}. */
-export interface FilteredConnection {
-  /** Pass to `http2Server.emit("connection", …)`; destroying it closes the socket. */
-  duplex: Duplex;
-  /** Aborts when the socket closes or fails. */
-  gone: AbortSignal;
-  /** Resolves true once every write issued so far reached the kernel, false if one failed. */
-  writesOk(): Promise<boolean>;
-}
-
-/** Wraps an accepted client socket: reads pass through a {@link GoawayFilter}, writes are tracked. */
-export function filterConnection(socket: Socket): FilteredConnection {
-  const filter = new GoawayFilter();
-  const goneController = new AbortController();
-  let issued = 0, completed = 0, firstFailure = Infinity;
-  const waiters: { upTo: number; resolve: (ok: boolean) => void }[] = [];
-  const settle = () => {
-    for (const w of waiters.splice(0)) {
-      if (firstFailure <= w.upTo) w.resolve(false);
-      else if (completed >= w.upTo) w.resolve(true);
-      else if (goneController.signal.aborted) w.resolve(false);
-      else waiters.push(w);
-    }
-  };
-  const duplex = new Duplex({
-    // The socket is never paused, so a client's death is seen at once; HTTP/2 flow control bounds
-    // what a client can send ahead.
-    read() {},
-    write(chunk: Uint8Array, _encoding, callback) {
-      const seq = ++issued;
-      socket.write(chunk, (err) => {
-        completed = Math.max(completed, seq);
-        if (err) firstFailure = Math.min(firstFailure, seq);
-        settle();
-      });
-      callback(); // never hold nghttp2 back; failures surface through writesOk and gone
-    },
-    final(callback) {
-      socket.end();
-      callback();
-    },
-    destroy(err, callback) {
-      socket.destroy();
-      callback(err);
-    },
-  });
-  socket.on("data", (chunk: Uint8Array) => {
-    for (const part of filter.push(chunk)) duplex.push(part);
-  });
-  socket.on("end", () => duplex.push(null));
-  const onGone = () => {
-    goneController.abort();
-    settle();
-    duplex.destroy();
-  };
-  socket.on("close", onGone);
-  socket.on("error", onGone);
-  return {
-    duplex,
-    gone: goneController.signal,
-    writesOk: () =>
-      new Promise((resolve) => {
-        waiters.push({ upTo: issued, resolve });
-        settle();
-      }),
-  };
-}
+/** grpc-js channel options of the VMCache client (see the module doc). */
+export const GOAWAY_SAFE_CHANNEL_OPTIONS: Readonly<Record<string, number>> = {
+  "grpc.client_idle_timeout_ms": 10_000,
+};

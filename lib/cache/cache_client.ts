@@ -2,13 +2,13 @@
  * The VMCache gRPC client (a grpc-js channel to Kata's `cache.CacheService` on a Unix socket).
  *
  * gRPC is imported on the first {@link CacheClient.connect} of the process, not at module load.
- * The channel drops its idle HTTP/2 session after 10 s so it never sits on one for minutes: an
- * old idle session that then receives a GOAWAY can abort Deno 2.9 (denoland/deno#36788).
+ * The channel drops its idle HTTP/2 session after 10 s (see `_h2_goaway_filter.ts`).
  * @module
  */
 
 import type * as GrpcJs from "@grpc/grpc-js";
 import { UsageError, VmfactoryError } from "../errors.ts";
+import { GOAWAY_SAFE_CHANNEL_OPTIONS } from "./_h2_goaway_filter.ts";
 import { loadCacheGrpc } from "./cache_proto.ts";
 
 /** A VM handed out by the server; it now belongs to the caller. */
@@ -99,9 +99,11 @@ export class CacheClient {
     }
     const { grpc, service } = await loadCacheGrpc();
     const Ctor = grpc.makeGenericClientConstructor(service, "CacheService");
-    const client = new Ctor(`unix:${socketPath}`, grpc.credentials.createInsecure(), {
-      "grpc.client_idle_timeout_ms": 10_000,
-    });
+    const client = new Ctor(
+      `unix:${socketPath}`,
+      grpc.credentials.createInsecure(),
+      GOAWAY_SAFE_CHANNEL_OPTIONS,
+    );
     return new CacheClient(grpc, client, socketPath, timeoutMs);
   }
 

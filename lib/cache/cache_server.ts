@@ -8,6 +8,11 @@
  * the server accepts connections itself, strips client GOAWAY frames before nghttp2 sees them
  * (see `_h2_goaway_filter.ts`) and never sends GOAWAY: it ends a connection by closing its socket.
  *
+ * It accepts with `Deno.listen` rather than `node:net`: Deno's own sockets are close-on-exec, so
+ * the QEMUs the VMCache starts hold neither the listener nor a client connection (a QEMU holding
+ * the listener would make the socket of a crashed server look alive). Each connection reaches
+ * `node:http2` through a Duplex adapter (`_conn_duplex.ts`).
+ *
  * VMs come from a {@link CacheVmSource} (the lead's VMCache). A VM the server took for a call whose
  * client went away before the reply was fully written goes back through
  * {@link CacheVmSource.giveBack}; without that method the server logs it, so no VM vanishes silently.
@@ -15,43 +20,13 @@
  */
 
 import http2 from "node:http2";
-import net, { type Socket } from "node:net";
-import process from "node:process";
 import type { ServiceDefinition } from "@grpc/grpc-js";
 import { UsageError, VmfactoryError } from "../errors.ts";
-import { socketsCloseOnExec } from "./_cloexec.ts";
-import { filterConnection, type FilteredConnection } from "./_h2_goaway_filter.ts";
+import { type ConnDuplex, connDuplex } from "./_conn_duplex.ts";
+import { GoawayFilter } from "./_h2_goaway_filter.ts";
 import { CacheClient } from "./cache_client.ts";
 import { loadCacheGrpc } from "./cache_proto.ts";
-
-/** A ready VM as the source hands it out; `pid` (its QEMU) is for logs and stays off the wire. */
-export interface CacheVm {
-  /** VM id, sent as `GrpcVM.id`. */
-  id: string;
-  /** JSON telling the client how to take the VM over, sent as `GrpcVM.hypervisor`. */
-  hypervisor: Uint8Array;
-  /** vCPUs, sent as `GrpcVM.cpu`. */
-  cpu: number;
-  /** Memory in MiB, sent as `GrpcVM.memory`. */
-  memory: number;
-  /** QEMU pid of the VM. */
-  pid: number;
-}
-
-/** Where the server gets VMs from; implemented by the VMCache. */
-export interface CacheVmSource {
-  /** Waits for a ready VM and removes it from the cache; must reject once `signal` aborts. */
-  take(signal: AbortSignal): Promise<CacheVm>;
-  /** The VMs currently cached (for `Status`). */
-  status(): { pid: number; cpu: number; memory: number }[];
-  /** Opaque configuration blobs (for `Config`). */
-  config(): { data: Uint8Array; agentConfig: Uint8Array };
-  /**
-   * Receives a VM that was taken for a client that went away before the reply was written; the
-   * source may cache it again or destroy it. May be called while the server runs or closes.
-   */
-  giveBack?(vm: CacheVm, reason: string): void;
-}
+import type { CacheVm, CacheVmSource } from "./cache_vm_source.ts";
 
 /** Options of {@link startCacheServer}. */
 export interface CacheServerOptions {
@@ -100,7 +75,7 @@ export async function startCacheServer(options: CacheServerOptions): Promise<Cac
   await prepareSocketPath(socketPath, log);
 
   const shutdown = new AbortController();
-  const sockets = new Set<Socket>();
+  const conns = new Set<ConnDuplex>();
   let activeStreams = 0;
   let idle: PromiseWithResolvers<void> | undefined; // set while close() waits for replies
   const quitCallbacks: (() => void)[] = [];
@@ -115,14 +90,13 @@ export async function startCacheServer(options: CacheServerOptions): Promise<Cac
     }
   };
 
-  type Handler = (stream: Stream, timeoutMs: number, conn: FilteredConnection) => Promise<Reply>;
+  type Handler = (stream: Stream, timeoutMs: number, conn: ConnDuplex) => Promise<Reply>;
   const handlers: Record<string, Handler> = {
     Config: () => {
       const c = source.config();
       return Promise.resolve(ok(service.Config, { Data: c.data, AgentConfig: c.agentConfig }));
     },
-    Status: () =>
-      Promise.resolve(ok(service.Status, { pid: process.pid, vmstatus: source.status() })),
+    Status: () => Promise.resolve(ok(service.Status, { pid: Deno.pid, vmstatus: source.status() })),
     Quit: (stream) => {
       stream.once("close", () => void quit());
       return Promise.resolve(ok(service.Quit, {}));
@@ -173,8 +147,8 @@ export async function startCacheServer(options: CacheServerOptions): Promise<Cac
     },
   };
 
-  const connections = new WeakMap<http2.Http2Session, FilteredConnection>();
-  let accepted: FilteredConnection | undefined;
+  const connections = new WeakMap<http2.Http2Session, ConnDuplex>();
+  let accepted: ConnDuplex | undefined;
   const h2 = http2.createServer({ settings: { maxConcurrentStreams: 32 } });
   h2.on("session", (session) => {
     session.on("error", () => {}); // dying clients are normal
@@ -209,49 +183,42 @@ export async function startCacheServer(options: CacheServerOptions): Promise<Cac
     });
   });
   h2.on("error", (err) => log(`server error: ${message(err)}`));
-  const server = net.createServer((socket) => {
-    socketsCloseOnExec(); // QEMUs started later must not hold client connections open
-    sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
-    socket.on("error", () => {});
-    accepted = filterConnection(socket);
-    h2.emit("connection", accepted.duplex);
+  const serve = (conn: Deno.Conn) => {
+    const filter = new GoawayFilter();
+    const c = connDuplex(conn, { incoming: (chunk) => filter.push(chunk) });
+    conns.add(c);
+    c.gone.addEventListener("abort", () => conns.delete(c));
+    accepted = c;
+    h2.emit("connection", c.duplex);
     accepted = undefined;
-  });
+  };
 
-  const previousUmask = process.umask(0o177); // the socket is born 0600
-  try {
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(socketPath, () => {
-        server.off("error", reject);
-        resolve();
-      });
-    });
-  } finally {
-    process.umask(previousUmask);
-  }
-  Deno.chmodSync(socketPath, 0o600);
-  if (!socketsCloseOnExec()) {
-    log(
-      "warning: cannot mark the server socket close-on-exec (no FFI permission?): processes " +
-        "started from here keep it open, so after a crash it looks alive until they exit",
-    );
-  }
+  const listener = listenPrivately(socketPath);
   const socketIno = Deno.statSync(socketPath).ino;
+  const accepting = (async () => {
+    while (!shutdown.signal.aborted) {
+      try {
+        serve(await listener.accept());
+      } catch (err) {
+        if (shutdown.signal.aborted) break;
+        log(`cannot accept a connection: ${message(err)}`);
+        await new Promise((r) => setTimeout(r, 100)); // out of descriptors, say: do not spin
+      }
+    }
+  })();
 
   const close = () => {
     closing ??= (async () => {
       shutdown.abort(); // waiting GetBaseVM calls answer UNAVAILABLE
-      const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+      listener.close();
       if (activeStreams > 0) {
         idle = Promise.withResolvers();
         const grace = setTimeout(idle.resolve, 1000);
         await idle.promise;
         clearTimeout(grace);
       }
-      for (const socket of sockets) socket.destroy();
-      await stopped;
+      for (const c of conns) c.duplex.destroy();
+      await accepting;
       try {
         if (Deno.statSync(socketPath).ino === socketIno) Deno.removeSync(socketPath);
       } catch { /* already gone */ }
@@ -335,8 +302,7 @@ function message(err: unknown): string {
 
 /** Creates the parent folder, replaces a stale socket, refuses a live one or a non-socket file. */
 async function prepareSocketPath(socketPath: string, log: (line: string) => void): Promise<void> {
-  const parent = socketPath.slice(0, socketPath.lastIndexOf("/")) || "/";
-  Deno.mkdirSync(parent, { recursive: true, mode: 0o700 });
+  Deno.mkdirSync(parentOf(socketPath), { recursive: true, mode: 0o700 });
   let info: Deno.FileInfo;
   try {
     info = Deno.lstatSync(socketPath);
@@ -360,6 +326,42 @@ async function prepareSocketPath(socketPath: string, log: (line: string) => void
   const pid = await livePid(socketPath);
   const who = pid === undefined ? "" : ` (pid ${pid})`;
   throw new UsageError(action, `another server is listening on ${socketPath}${who}`);
+}
+
+/**
+ * Listens on `socketPath` with the socket at mode 0600 from its first moment there, without touching
+ * the process-wide umask: binds in a fresh 0700 folder next to it, chmods the socket, then
+ * hard-links it into place. The link fails if the path exists meanwhile, so a server that started
+ * in between is not clobbered.
+ */
+function listenPrivately(socketPath: string): Deno.UnixListener {
+  const action = "start the VMCache server";
+  const dir = Deno.makeTempDirSync({ dir: parentOf(socketPath), prefix: "." });
+  const bound = `${dir}/s`;
+  let listener: Deno.UnixListener | undefined;
+  try {
+    listener = Deno.listen({ transport: "unix", path: bound });
+    Deno.chmodSync(bound, 0o600);
+    Deno.linkSync(bound, socketPath);
+    return listener;
+  } catch (err) {
+    listener?.close();
+    if (err instanceof Deno.errors.AlreadyExists) {
+      throw new UsageError(action, `another server created ${socketPath} meanwhile`, {
+        cause: err,
+      });
+    }
+    throw new VmfactoryError(action, `cannot listen on ${socketPath}: ${message(err)}`, {
+      cause: err,
+    });
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+}
+
+function parentOf(path: string): string {
+  const slash = path.lastIndexOf("/");
+  return slash < 0 ? "." : path.slice(0, slash) || "/";
 }
 
 async function livePid(socketPath: string): Promise<number | undefined> {

@@ -2,12 +2,8 @@ import assert from "node:assert/strict";
 import { UsageError } from "../errors.ts";
 import { makeStaleSocket } from "./_testing.ts";
 import { CacheCallError, CacheClient } from "./cache_client.ts";
-import {
-  type CacheVm,
-  type CacheVmSource,
-  parseGrpcTimeout,
-  startCacheServer,
-} from "./cache_server.ts";
+import { parseGrpcTimeout, startCacheServer } from "./cache_server.ts";
+import type { CacheVm, CacheVmSource } from "./cache_vm_source.ts";
 
 const VM: CacheVm = {
   id: "vm-1",
@@ -181,3 +177,71 @@ Deno.test("parseGrpcTimeout reads the grpc-timeout units", () => {
   assert.equal(parseGrpcTimeout(undefined), Infinity);
   assert.equal(parseGrpcTimeout("soon"), Infinity);
 });
+
+Deno.test("server: a child it starts holds none of its sockets, so a killed server's is stale", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "vmf-cache-" });
+  const socketPath = `${dir}/cache.sock`;
+  // The server runs in a subprocess so it can be killed -9; its take() starts a child (as the
+  // VMCache starts QEMU) while the client's connection is open, and reports its pid as the VM id.
+  const code = `
+    import { startCacheServer } from ${JSON.stringify(import.meta.resolve("./cache_server.ts"))};
+    const none = new Uint8Array();
+    await startCacheServer({
+      socketPath: ${JSON.stringify(socketPath)},
+      source: {
+        take() {
+          const stdio = { stdin: "null", stdout: "null", stderr: "null" } as const;
+          const { pid } = new Deno.Command("sleep", { args: ["30"], ...stdio }).spawn();
+          return Promise.resolve({ id: String(pid), hypervisor: none, cpu: 1, memory: 1, pid });
+        },
+        status: () => [],
+        config: () => ({ data: none, agentConfig: none }),
+      },
+    });`;
+  const config = new URL("../../deno.json", import.meta.url).pathname;
+  const server = new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--config", config, code],
+    stdin: "null",
+    stdout: "null",
+  }).spawn();
+  let childPid: number | undefined;
+  try {
+    for (let i = 0; !exists(socketPath); i++) {
+      assert.ok(i < 1000, "the server did not start");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const client = await CacheClient.connect(socketPath, { timeoutMs: 5000 });
+    try {
+      childPid = Number((await client.getBaseVM()).id);
+    } finally {
+      client.close();
+    }
+    const links = [...Deno.readDirSync(`/proc/${childPid}/fd`)]
+      .map((e) => Deno.readLinkSync(`/proc/${childPid}/fd/${e.name}`));
+    assert.deepEqual(links.filter((l) => l.startsWith("socket:")), [], `child fds: ${links}`);
+
+    server.kill("SIGKILL");
+    await server.status;
+    assert.ok(exists(`/proc/${childPid}`), "the child still runs");
+    await assert.rejects(
+      Deno.connect({ transport: "unix", path: socketPath }),
+      Deno.errors.ConnectionRefused,
+    );
+  } finally {
+    try {
+      server.kill("SIGKILL");
+    } catch { /* already dead */ }
+    await server.status;
+    if (childPid) Deno.kill(childPid, "SIGKILL");
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+function exists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,25 +1,59 @@
 /**
- * The VMCache: a factory that keeps `size` VMs of a base factory booted and ready, hands one out
- * per request and refills in the background. A boot that fails is logged and retried with
- * exponential backoff; it never closes the cache. `close` destroys the VMs still cached, never
- * one handed out. {@link cacheVmSource} adapts it to the gRPC server.
+ * The VMCache: keeps `size` VMs of a base source booted and ready (folders `cached`, owned by this
+ * process), offers one per request and refills in the background. A boot that fails is logged
+ * and retried with exponential backoff; it never closes the cache. `close` destroys the VMs still
+ * cached, never one offered or handed out. {@link cacheVmSource} adapts it to the gRPC server;
+ * the taker adopts the offered VM ({@link VmStore.adopt}) and the one factory makes it its own.
  * @module
  */
-import { VmfactoryError } from "../errors.ts";
-import type { FactoryStatus, VmFactory, VmRequest } from "../factory/vm_factory.ts";
-import { AgentClient } from "../guest/agent_client.ts";
-import { personalize } from "../vm/personalize.ts";
-import { PhaseTimer, type VmRecord } from "../vm/vm_record.ts";
-import type { CacheVm, CacheVmSource } from "./cache_server.ts";
+import { errorMessage, VmfactoryError } from "../errors.ts";
+import type { SourceVm, VmSource } from "../factory/vm_source.ts";
+import { selfIdentity } from "../process_identity.ts";
+import { PhaseTimer, recordFor, type VmRecord } from "../vm/vm_record.ts";
+import type { VmStore } from "../vm/vm_store.ts";
+import type { CacheVm, CacheVmSource } from "./cache_vm_source.ts";
 
-/** What the cache does with its VMs' files; {@link CacheStore} is the one a server uses. */
+/** What the cache does with its VMs' folders; {@link storeKeeper} is the real one. */
 export interface CacheKeeper {
-  /** Makes a cached VM the caller's (e.g. writes its `record.json`); returns its record. */
-  handOut(record: VmRecord): Promise<VmRecord>;
-  /** Undoes `handOut` for a VM given back. */
-  reclaim(record: VmRecord): Promise<void>;
-  /** Stops a cached VM and removes its files. */
+  /** Makes a VM just acquired a cached one (its folder `cached`); returns its record. */
+  keep(vm: SourceVm): Promise<VmRecord>;
+  /** Offers a cached VM to a taker (`cached` → `offered`); returns its record. */
+  offer(record: VmRecord): Promise<VmRecord>;
+  /** Takes an offered VM back (`offered` → `cached`); false when the taker already adopted it. */
+  giveBack(record: VmRecord): Promise<boolean>;
+  /** Stops a cached VM and removes its folder. */
   destroy(record: VmRecord): Promise<void>;
+}
+
+/** The keeper of a VMCache server's VMs in `store`. */
+export function storeKeeper(store: VmStore): CacheKeeper {
+  return {
+    async keep(vm) {
+      vm.agent.close(); // the agent sleeps until the taker connects
+      const { pending } = vm;
+      const record = recordFor(pending.paths, {
+        pid: pending.process!.pid,
+        startTime: pending.process!.startTime,
+        source: "cache",
+        cpus: vm.size.cpus,
+        memoryMiB: vm.size.memoryMiB,
+        hostname: `vm-${pending.paths.id}`,
+        accel: vm.accel,
+        timings: { totalMs: 0, phases: {} },
+      });
+      try {
+        await pending.commit("cached", record);
+      } finally {
+        await pending.dispose();
+      }
+      return record;
+    },
+    offer: (record) => store.offer(record.id),
+    giveBack: (record) => store.giveBack(record.id),
+    async destroy(record) {
+      await store.remove(record.id, ["cached"], { owner: selfIdentity() });
+    },
+  };
 }
 
 /** Options of {@link VmCache}. */
@@ -59,11 +93,9 @@ export class CacheClosedError extends VmfactoryError {
 
 const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
-/** Keeps VMs of a base factory ready; fills itself from construction until {@link close}. */
-export class VmCache implements VmFactory {
-  /** Always "cache". */
-  readonly kind = "cache";
-  readonly #base: VmFactory;
+/** Keeps VMs of a base source ready; fills itself from construction until {@link close}. */
+export class VmCache {
+  readonly #base: VmSource;
   readonly #opts: Required<Omit<VmCacheOptions, "log">> & { log: (line: string) => void };
   readonly #ready: Entry[] = [];
   readonly #waiters: Waiter[] = [];
@@ -77,7 +109,7 @@ export class VmCache implements VmFactory {
   #handedOut = 0;
 
   /** A cache of `options.size` VMs from `base`; starts booting at once. */
-  constructor(base: VmFactory, options: VmCacheOptions) {
+  constructor(base: VmSource, options: VmCacheOptions) {
     if (!(options.size > 0)) throw new RangeError("VmCache size must be > 0");
     this.#base = base;
     this.#opts = {
@@ -102,8 +134,8 @@ export class VmCache implements VmFactory {
   }
 
   /**
-   * Takes a ready VM, waiting for the next boot when none is; the VM is handed out (the keeper's
-   * `handOut`) and belongs to the caller. Rejects when `signal` aborts or the cache closes.
+   * Takes a ready VM, waiting for the next boot when none is; the VM is offered (the keeper's
+   * `offer`) for the caller to adopt. Rejects when `signal` aborts or the cache closes.
    */
   async take(signal?: AbortSignal): Promise<VmRecord> {
     if (this.#closing) throw new CacheClosedError();
@@ -111,7 +143,7 @@ export class VmCache implements VmFactory {
     const entry = this.#ready.shift();
     const record = entry ? entry.record : await this.#wait(signal);
     try {
-      const handed = await this.#opts.keeper.handOut(record);
+      const handed = await this.#opts.keeper.offer(record);
       // The refill starts a little after the reply went out: a booting VM takes a whole core
       // under TCG, and the caller is still taking over the VM it just got.
       setTimeout(() => this.#pump(), this.#opts.refillDelayMs);
@@ -121,7 +153,7 @@ export class VmCache implements VmFactory {
       );
       return handed;
     } catch (err) {
-      this.giveBack(record, `hand-out failed: ${err instanceof Error ? err.message : err}`);
+      this.#offer(record, true); // still cached: the offer did not happen
       throw err;
     }
   }
@@ -155,9 +187,12 @@ export class VmCache implements VmFactory {
   giveBack(record: VmRecord, reason: string): void {
     void (async () => {
       try {
-        await this.#opts.keeper.reclaim(record);
+        if (!(await this.#opts.keeper.giveBack(record))) {
+          this.#opts.log(`cache: VM ${record.id} not taken back: its client took it over`);
+          return;
+        }
       } catch (err) {
-        this.#opts.log(`cache: cannot take back VM ${record.id}: ${err}`);
+        this.#opts.log(`cache: cannot take back VM ${record.id}: ${errorMessage(err)}`);
         return;
       }
       this.#opts.log(`cache: VM ${record.id} taken back (${reason})`);
@@ -183,7 +218,7 @@ export class VmCache implements VmFactory {
     try {
       await this.#opts.keeper.destroy(record);
     } catch (err) {
-      this.#opts.log(`cache: cannot destroy VM ${record.id}: ${err}`);
+      this.#opts.log(`cache: cannot destroy VM ${record.id}: ${errorMessage(err)}`);
     }
   }
 
@@ -206,13 +241,16 @@ export class VmCache implements VmFactory {
     const started = performance.now();
     let record: VmRecord;
     try {
-      record = await this.#base.getVm({});
+      const supply = await this.#base.prepare({});
+      const vm = await supply.acquire(supply.shape, new PhaseTimer());
+      if (!vm) throw new VmfactoryError("boot a VM for the cache", "the source has none");
+      record = await this.#opts.keeper.keep(vm);
     } catch (err) {
       if (this.#closing) return;
       this.#failures++;
       const { initial, max } = this.#opts.retryMs;
       const delay = Math.min(initial * 2 ** (this.#failures - 1), max);
-      const why = err instanceof Error ? err.message : String(err);
+      const why = errorMessage(err);
       this.#opts.log(
         `cache: boot failed (${this.#failures} in a row): ${why}; retrying in ${seconds(delay)}`,
       );
@@ -245,43 +283,11 @@ export class VmCache implements VmFactory {
     }
   }
 
-  /**
-   * Hands out a cached VM (see {@link VmCache.take}). A request for another shape than the
-   * cached VMs' is cold-booted by the base factory, with a warning; a hostname is set through
-   * the guest agent.
-   */
-  async getVm(request: VmRequest, signal?: AbortSignal): Promise<VmRecord> {
-    const timer = new PhaseTimer();
-    const shape = this.#ready[0]?.record;
-    if (
-      shape && ((request.cpus ?? shape.cpus) !== shape.cpus ||
-        (request.memoryMiB ?? shape.memoryMiB) !== shape.memoryMiB)
-    ) {
-      this.#opts.log(
-        `warning: cached VMs have ${shape.cpus} vCPU / ${shape.memoryMiB} MiB; cold-booting the request instead`,
-      );
-      return await this.#opts.keeper.handOut(await this.#base.getVm(request));
-    }
-    let record = await this.take(signal);
-    timer.mark("takeMs");
-    if (request.hostname && request.hostname !== record.hostname) {
-      const agent = await AgentClient.connect(record.agentSocket);
-      try {
-        await personalize(agent, { hostname: request.hostname, newBootId: false });
-      } finally {
-        agent.close();
-      }
-      timer.mark("personalizeMs");
-      record = { ...record, hostname: request.hostname };
-    }
-    return { ...record, timings: timer.done() };
-  }
-
   /** Size, ready VMs (id, pid, age), boots in progress, hand-outs, failures in a row. */
-  status(): Promise<FactoryStatus> {
+  status(): Promise<Record<string, unknown>> {
     const now = Date.now();
     return Promise.resolve({
-      kind: this.kind,
+      kind: "cache",
       size: this.#opts.size,
       ready: this.#ready.map((e) => ({
         id: e.record.id,

@@ -4,17 +4,17 @@
  * all destroy the VMs still cached, remove the socket and return 0; VMs handed out keep running.
  * @module
  */
-import { waitForExit } from "../qemu/qemu_process.ts";
+import { errorMessage } from "../errors.ts";
+import { identify, selfIdentity, waitForExit } from "../process_identity.ts";
 import type { Settings } from "../config/settings.ts";
 import { resolveBootPlan } from "../factory/boot_plan.ts";
-import { DirectFactory } from "../factory/direct_factory.ts";
-import type { VmFactory } from "../factory/vm_factory.ts";
+import { DirectSource } from "../factory/direct_source.ts";
+import type { VmSource } from "../factory/vm_source.ts";
 import { AGENT_PORT_NAME } from "../qemu/qemu_command.ts";
-import type { VmStore } from "../vm/vm_store.ts";
+import { type VmFolder, VmStore } from "../vm/vm_store.ts";
 import { CacheClient, CacheServerNotRunningError } from "./cache_client.ts";
 import { type CacheServerHandle, startCacheServer } from "./cache_server.ts";
-import { cachedFolders, CacheStore, reapOrphans } from "./cache_store.ts";
-import { cacheVmSource, VmCache } from "./vm_cache.ts";
+import { cacheVmSource, storeKeeper, VmCache } from "./vm_cache.ts";
 
 /** Options of {@link startVmCacheServer}. */
 export interface VmCacheServerOptions {
@@ -24,8 +24,8 @@ export interface VmCacheServerOptions {
   stateDir: string;
   /** VMs to keep ready. */
   size: number;
-  /** Makes the base factory, writing into the given store (which marks folders as cached). */
-  base: (store: CacheStore) => VmFactory;
+  /** Makes the base source, whose VMs go into the given store's folders. */
+  base: (store: VmStore) => VmSource;
   /** Boots at a time (default 2). */
   concurrency?: number;
   /** JSON sent as `Config.Data`. */
@@ -51,10 +51,21 @@ export interface VmCacheServer {
 /**
  * Starts a VMCache server: binds the socket (refusing a live server with a UsageError), reaps the
  * orphaned VMs of a dead predecessor, starts filling the cache. Returns at once.
+ * @example
+ * ```ts
+ * const server = await startVmCacheServer({
+ *   socketPath: "/run/vmfactory/cache.sock",
+ *   stateDir: settings.stateDir,
+ *   size: 4,
+ *   base: (store) => new DirectSource(plan, store),
+ * });
+ * await server.cache.filled;
+ * await server.stop(); // cached VMs destroyed, handed-out ones kept
+ * ```
  */
 export async function startVmCacheServer(opts: VmCacheServerOptions): Promise<VmCacheServer> {
   const log = opts.log ?? (() => {});
-  const store = new CacheStore(opts.stateDir, opts.socketPath);
+  const store = new VmStore(opts.stateDir);
   // the cache starts booting when made: only once the socket is ours (a live server refused);
   // a call that arrives before (while orphans are reaped) waits for it
   const made = Promise.withResolvers<VmCache>();
@@ -72,7 +83,7 @@ export async function startVmCacheServer(opts: VmCacheServerOptions): Promise<Vm
     },
   );
   const grpc = await startCacheServer({ socketPath: opts.socketPath, source, log });
-  const reaped = await reapOrphans(opts.stateDir);
+  const reaped = await store.reap();
   if (reaped.length) {
     log(
       `cache: reaped ${reaped.length} orphaned cached VM(s) of a dead server: ${reaped.join(", ")}`,
@@ -81,7 +92,7 @@ export async function startVmCacheServer(opts: VmCacheServerOptions): Promise<Vm
   const cache = slot.cache = new VmCache(opts.base(store), {
     size: opts.size,
     concurrency: opts.concurrency,
-    keeper: store,
+    keeper: storeKeeper(store),
     log,
   });
   made.resolve(cache);
@@ -90,16 +101,13 @@ export async function startVmCacheServer(opts: VmCacheServerOptions): Promise<Vm
     stopping ??= (async () => {
       await grpc.close();
       await cache.close();
-      const left = await store.destroyOwn(); // boots that outlived the grace period
-      if (left) log(`cache: stopped ${left} VM(s) still booting`);
+      // boots that outlived the grace period; VMs offered to clients become theirs
+      const left = await store.reap({ owner: selfIdentity() });
+      if (left.length) log(`cache: stopped ${left.length} VM(s) still booting`);
     })();
   grpc.onQuit(() => void stop());
   const stopped = grpc.closed.then(() => stop());
   return { cache, grpc, reaped, stopped, stop };
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 /**
@@ -121,7 +129,7 @@ export async function runCacheServer(
     socketPath,
     stateDir: store.stateDir,
     size: settings.vmCacheNumber,
-    base: (cacheStore) => new DirectFactory(plan, cacheStore),
+    base: (cacheStore) => new DirectSource(plan, cacheStore),
     config: { settings, plan },
     log,
   });
@@ -160,7 +168,8 @@ export async function destroyCache(
     client = await CacheClient.connect(socketPath, { timeoutMs: 10_000 });
     const { pid } = await client.status();
     await client.quit();
-    if (!(await waitForExit(pid, 30_000))) {
+    const server = identify(pid);
+    if (server && !(await waitForExit(server, 30_000))) {
       log(`the VMCache server (pid ${pid}) got Quit but is still running after 30 s`);
     } else log(`VMCache server (pid ${pid}) stopped; its cached VMs are destroyed`);
   } catch (err) {
@@ -169,7 +178,7 @@ export async function destroyCache(
   } finally {
     client?.close();
   }
-  const reaped = await reapOrphans(store.stateDir);
+  const reaped = await store.reap();
   if (reaped.length) log(`reaped ${reaped.length} orphaned cached VM(s): ${reaped.join(", ")}`);
   return 0;
 }
@@ -181,14 +190,14 @@ export async function destroyCache(
 export async function cacheStatus(settings: Settings): Promise<Record<string, unknown>> {
   const socket = settings.vmCacheEndpoint;
   const base = { kind: "cache", enabled: settings.vmCacheNumber > 0, socket };
-  const folders = cachedFolders(settings.stateDir);
+  const folders = cachedFolders(new VmStore(settings.stateDir));
   let client: CacheClient | undefined;
   try {
     client = await CacheClient.connect(socket, { timeoutMs: 5000 });
     const status = await client.status();
     const now = Date.now();
     const vms = status.vms.map((vm) => {
-      const record = folders.find((f) => f.marker.record?.pid === vm.pid)?.marker.record;
+      const record = folders.find((f) => f.record?.pid === vm.pid)?.record;
       return {
         ...(record ? { id: record.id } : {}),
         pid: vm.pid,
@@ -207,7 +216,7 @@ export async function cacheStatus(settings: Settings): Promise<Record<string, un
     };
   } catch (err) {
     if (!(err instanceof CacheServerNotRunningError)) {
-      return { ...base, running: false, error: errorText(err) };
+      return { ...base, running: false, error: errorMessage(err) };
     }
     return {
       ...base,
@@ -218,4 +227,9 @@ export async function cacheStatus(settings: Settings): Promise<Record<string, un
   } finally {
     client?.close();
   }
+}
+
+/** The folders of `store` holding VMs a VMCache server keeps (cached or being booted for it). */
+export function cachedFolders(store: VmStore): VmFolder[] {
+  return store.folders().filter((f) => f.status?.state === "cached");
 }

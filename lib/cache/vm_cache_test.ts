@@ -1,16 +1,24 @@
 import assert from "node:assert/strict";
-import type { FactoryStatus, VmFactory } from "../factory/vm_factory.ts";
+import type { SourceSupply, SourceVm, VmSource } from "../factory/vm_source.ts";
+import type { AgentClient } from "../guest/agent_client.ts";
 import type { VmRecord } from "../vm/vm_record.ts";
+import type { PendingVm } from "../vm/vm_store.ts";
 import { CacheClosedError, type CacheKeeper, VmCache } from "./vm_cache.ts";
 
-/** A base factory whose "boots" take `bootMs` and fail when `failNext` says so. */
-class FakeFactory implements VmFactory {
+/** A base source whose "boots" take `bootMs` and fail when `failNext` says so. */
+class FakeSource implements VmSource {
   readonly kind = "fake";
   booted = 0;
   attempts = 0;
   failNext = 0;
   constructor(readonly bootMs = 5) {}
-  async getVm(): Promise<VmRecord> {
+  prepare(): Promise<SourceSupply> {
+    return Promise.resolve({
+      shape: { cpus: 1, memoryMiB: 256, maxCpus: 1, maxMemoryMiB: 256 },
+      acquire: () => this.boot(),
+    });
+  }
+  async boot(): Promise<SourceVm> {
     this.attempts++;
     await new Promise((r) => setTimeout(r, this.bootMs));
     if (this.failNext > 0) {
@@ -19,44 +27,53 @@ class FakeFactory implements VmFactory {
     }
     const id = `vm${++this.booted}`;
     return {
-      id,
-      pid: 1000 + this.booted,
-      source: "direct",
-      cpus: 1,
-      memoryMiB: 256,
-      hostname: `vm-${id}`,
-      createdAt: new Date().toISOString(),
-      dir: `/nonexistent/${id}`,
-      qmpSocket: "",
-      agentSocket: "",
-      consoleLog: "",
+      pending: {
+        paths: { id },
+        process: { pid: 1000 + this.booted, startTime: 1 },
+      } as unknown as PendingVm,
+      agent: { close() {} } as unknown as AgentClient,
+      size: { cpus: 1, memoryMiB: 256 },
+      origin: "direct",
       accel: "tcg",
-      timings: { totalMs: 0, phases: {} },
+      sharesBoot: false,
     };
-  }
-  status(): Promise<FactoryStatus> {
-    return Promise.resolve({ kind: this.kind });
-  }
-  close(): Promise<void> {
-    return Promise.resolve();
   }
 }
 
 function fakeKeeper() {
-  const handed: string[] = [];
+  const offered: string[] = [];
   const destroyed: string[] = [];
   const keeper: CacheKeeper = {
-    handOut: (r) => {
-      handed.push(r.id);
-      return Promise.resolve({ ...r, source: "cache" });
+    keep: (vm) =>
+      Promise.resolve(
+        {
+          id: vm.pending.paths.id,
+          pid: vm.pending.process!.pid,
+          startTime: 1,
+          source: "cache",
+          cpus: 1,
+          memoryMiB: 256,
+          hostname: `vm-${vm.pending.paths.id}`,
+          createdAt: new Date().toISOString(),
+          dir: `/nonexistent/${vm.pending.paths.id}`,
+          qmpSocket: "",
+          agentSocket: "",
+          consoleLog: "",
+          accel: "tcg",
+          timings: { totalMs: 0, phases: {} },
+        } satisfies VmRecord,
+      ),
+    offer: (r) => {
+      offered.push(r.id);
+      return Promise.resolve(r);
     },
-    reclaim: () => Promise.resolve(),
+    giveBack: () => Promise.resolve(true),
     destroy: (r) => {
       destroyed.push(r.id);
       return Promise.resolve();
     },
   };
-  return { keeper, handed, destroyed };
+  return { keeper, handed: offered, destroyed };
 }
 
 const until = async (cond: () => boolean, ms = 2000) => {
@@ -68,7 +85,7 @@ const until = async (cond: () => boolean, ms = 2000) => {
 };
 
 Deno.test("VmCache fills to size with bounded concurrency, hands out and refills", async () => {
-  const base = new FakeFactory();
+  const base = new FakeSource();
   const { keeper, handed, destroyed } = fakeKeeper();
   const lines: string[] = [];
   const cache = new VmCache(base, { size: 3, concurrency: 2, keeper, log: (l) => lines.push(l) });
@@ -77,7 +94,7 @@ Deno.test("VmCache fills to size with bounded concurrency, hands out and refills
   assert.equal(base.attempts, 3);
   assert.match(lines.join("\n"), /cache: 1\/3 VMs ready .*\n.*2\/3.*\n.*3\/3/);
 
-  const vm = await cache.getVm({});
+  const vm = await cache.take();
   assert.equal(vm.source, "cache");
   assert.ok(vm.timings.totalMs >= 0);
   assert.equal(cache.cached().length, 2);
@@ -95,14 +112,14 @@ Deno.test("VmCache fills to size with bounded concurrency, hands out and refills
 });
 
 Deno.test("VmCache gives every VM to exactly one of many concurrent takers", async () => {
-  const base = new FakeFactory(1);
+  const base = new FakeSource(1);
   const { keeper, handed, destroyed } = fakeKeeper();
   let booting = 0, maxBooting = 0;
-  const getVm = base.getVm.bind(base);
-  base.getVm = async () => {
+  const boot = base.boot.bind(base);
+  base.boot = async () => {
     maxBooting = Math.max(maxBooting, ++booting);
     try {
-      return await getVm();
+      return await boot();
     } finally {
       booting--;
     }
@@ -119,7 +136,7 @@ Deno.test("VmCache gives every VM to exactly one of many concurrent takers", asy
 });
 
 Deno.test("VmCache retries a failed refill with backoff and keeps serving", async () => {
-  const base = new FakeFactory();
+  const base = new FakeSource();
   const { keeper } = fakeKeeper();
   const lines: string[] = [];
   const cache = new VmCache(base, {
@@ -148,7 +165,7 @@ Deno.test("VmCache retries a failed refill with backoff and keeps serving", asyn
 });
 
 Deno.test("VmCache take: aborts on its signal; a VM given back is served again", async () => {
-  const base = new FakeFactory(50);
+  const base = new FakeSource(50);
   const { keeper, destroyed } = fakeKeeper();
   const cache = new VmCache(base, { size: 1, concurrency: 1, keeper });
   await assert.rejects(cache.take(AbortSignal.timeout(5)));

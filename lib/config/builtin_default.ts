@@ -3,6 +3,12 @@
  * @module
  */
 
+/** The QEMU binary Kata (and vmfactory) use when `[hypervisor.qemu]` sets no `path`. */
+export const DEFAULT_QEMU_PATH = "/usr/bin/qemu-system-x86_64";
+
+/** The Debian package that provides {@link DEFAULT_QEMU_PATH}. */
+export const QEMU_PACKAGE = "qemu-system-x86";
+
 /** Path shown for the built-in default in findings and `LoadedConfig.sources`. */
 export const BUILTIN_PATH = "<builtin>";
 
@@ -16,7 +22,7 @@ export const BUILTIN_DEFAULT_TOML =
 [hypervisor.qemu]
 # The factory probes this binary for x-ignore-shared before it builds a template.
 # vmfactory-lint-ignore template-requires-qemu-lite
-path = "/usr/bin/qemu-system-x86_64"
+path = "${DEFAULT_QEMU_PATH}"
 default_memory = 256
 default_vcpus = 1
 default_maxvcpus = 4

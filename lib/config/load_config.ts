@@ -34,7 +34,17 @@ export interface LoadedConfig {
   origin(keyPath: string[]): Location | undefined;
 }
 
-/** The configuration is not valid TOML; `positions` lists where. The CLI exits 2. */
+/**
+ * The configuration is not valid TOML; `positions` lists where. The CLI exits 2.
+ * @example
+ * ```ts
+ * try {
+ *   await loadConfig({ config: "/nonexistent.toml" });
+ * } catch (err) {
+ *   if (err instanceof ConfigError) console.error(err.message); // exit code 2
+ * }
+ * ```
+ */
 export class ConfigError extends UsageError {
   /** Where the problems are. */
   readonly positions: Location[];
@@ -49,6 +59,11 @@ export class ConfigError extends UsageError {
  * Finds the configuration file the way Kata does ({@link resolveConfigPath}), reads it and its
  * drop-ins and merges them; falls back to the built-in default when no file exists.
  * Throws {@link ConfigError} on a syntax error and {@link UsageError} on an unreadable file.
+ * @example
+ * ```ts
+ * const loaded = await loadConfig({ env: Deno.env.toObject() });
+ * console.log(loaded.sources.map((s) => s.path)); // the files read, drop-ins included
+ * ```
  */
 export async function loadConfig(
   opts: { config?: string; env?: Record<string, string | undefined> },

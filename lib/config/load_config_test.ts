@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { BUILTIN_PATH } from "./builtin_default.ts";
+import { BUILTIN_PATH, DEFAULT_QEMU_PATH } from "./builtin_default.ts";
 import { ConfigError, loadConfig, mergeSources } from "./load_config.ts";
 import { dropInPaths, resolveConfigPath } from "./resolve_config_path.ts";
 import { settingsFrom } from "./settings.ts";
@@ -71,7 +71,7 @@ Deno.test("loadConfig: the built-in default when no file exists", async () => {
   assert.equal(loaded.sources.length, 1);
   assert.equal(loaded.sources[0].path, BUILTIN_PATH);
   const s = settingsFrom(loaded, { XDG_RUNTIME_DIR: "/run/user/1000" });
-  assert.equal(s.qemuPath, "/usr/bin/qemu-system-x86_64");
+  assert.equal(s.qemuPath, DEFAULT_QEMU_PATH);
   assert.equal(s.memoryMiB, 256);
   assert.equal(s.machineType, "pc");
   assert.equal(s.enableTemplate, true);

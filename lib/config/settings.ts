@@ -3,6 +3,7 @@
  * @module
  */
 import { UsageError } from "../errors.ts";
+import { DEFAULT_QEMU_PATH } from "./builtin_default.ts";
 import {
   FACTORY_CHECKS,
   HYPERVISOR_CHECKS,
@@ -44,6 +45,11 @@ const ACCELS = ["kvm", "tcg", "auto"] as const;
  * several), factory keys from `[factory]` overridden by `[hypervisor.<name>.factory]`
  * (runtime-rs), `[vmfactory]`; `VMFACTORY_ACCEL` and `VMFACTORY_STATE_DIR` in `env` win.
  * Throws {@link ConfigError} (naming file and line) for a value of the wrong type or range.
+ * @example
+ * ```ts
+ * const settings = settingsFrom(await loadConfig({}));
+ * console.log(settings.stateDir, settings.enableTemplate);
+ * ```
  */
 export function settingsFrom(
   loaded: LoadedConfig,
@@ -107,7 +113,7 @@ export function settingsFrom(
 
   return {
     hypervisorName,
-    qemuPath: h("path", "") || "/usr/bin/qemu-system-x86_64",
+    qemuPath: h("path", "") || DEFAULT_QEMU_PATH,
     kernel,
     initrd,
     image: optional("image"),

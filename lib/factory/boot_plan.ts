@@ -7,9 +7,9 @@ import type { Settings } from "../config/settings.ts";
 import { UsageError } from "../errors.ts";
 import { buildGuest, type BuildPhase, GUEST_APPEND } from "../guest/build_guest.ts";
 import { cachedAccel } from "../qemu/accel.ts";
-import type { QemuMemory, QemuSpec } from "../qemu/qemu_command.ts";
+import type { Accel, QemuMemory, QemuSpec } from "../qemu/qemu_command.ts";
 import { assertQemuInstalled } from "../qemu/qemu_process.ts";
-import type { VmPaths } from "../vm/vm_store.ts";
+import type { VmPaths } from "../vm/vm_paths.ts";
 
 /** The machine shape of a VM: what a template and every clone of it share. */
 export interface MachineShape {
@@ -38,13 +38,28 @@ export interface BootPlan extends MachineShape {
   /** Kernel command line. */
   append: string;
   /** Accelerator. */
-  accel: "kvm" | "tcg";
+  accel: Accel;
 }
 
 /** The machine shape part of `plan`. */
 export function shapeOf(plan: MachineShape): MachineShape {
   const { machine, cpus, maxCpus, memoryMiB, slots, maxMemoryMiB } = plan;
   return { machine, cpus, maxCpus, memoryMiB, slots, maxMemoryMiB };
+}
+
+/** Memory each hotplug slot may add; sizes the `maxmem` ceiling. */
+const SLOT_MIB = 1024;
+
+/** The machine shape `settings` configure. */
+export function shapeFromSettings(settings: Settings): MachineShape {
+  return {
+    machine: settings.machineType,
+    cpus: settings.vcpus,
+    maxCpus: Math.max(settings.maxVcpus, settings.vcpus),
+    memoryMiB: settings.memoryMiB,
+    slots: settings.memorySlots,
+    maxMemoryMiB: settings.memoryMiB + settings.memorySlots * SLOT_MIB,
+  };
 }
 
 /** Hooks for long work while resolving a plan. */
@@ -54,9 +69,6 @@ export interface BootPlanHooks {
   /** One-line notices (e.g. "KVM cannot run a guest here; using TCG"). */
   onNotice?: (message: string) => void;
 }
-
-/** Memory each hotplug slot may add; sizes the `maxmem` ceiling. */
-const SLOT_MIB = 1024;
 
 function requireFile(path: string, what: string, pkg: string): string {
   try {
@@ -97,12 +109,7 @@ export async function resolveBootPlan(
     initrd,
     append,
     accel,
-    machine: settings.machineType,
-    cpus: settings.vcpus,
-    maxCpus: Math.max(settings.maxVcpus, settings.vcpus),
-    memoryMiB: settings.memoryMiB,
-    slots: settings.memorySlots,
-    maxMemoryMiB: settings.memoryMiB + settings.memorySlots * SLOT_MIB,
+    ...shapeFromSettings(settings),
   };
 }
 

@@ -67,7 +67,19 @@ interface Pending {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** A connection to one VM's guest agent. Close it when done: the agent then sleeps again. */
+/**
+ * A connection to one VM's guest agent. Close it when done: the agent then sleeps again.
+ * @example
+ * ```ts
+ * const agent = await AgentClient.connect(vm.agentSocket);
+ * try {
+ *   const res = await agent.exec(["uname", "-r"]);
+ *   console.log(new TextDecoder().decode(res.stdout), res.exitCode);
+ * } finally {
+ *   agent.close();
+ * }
+ * ```
+ */
 export class AgentClient {
   /** The chardev socket this client is connected to. */
   readonly socketPath: string;

@@ -12,7 +12,15 @@ export type AgentErrorCode =
   | "remote" // the agent answered with an error
   | "protocol"; // the answer was malformed or too large
 
-/** A failed agent call; `code` says why, the message reads "Cannot <action>: <detail>". */
+/**
+ * A failed agent call; `code` says why, the message reads "Cannot <action>: <detail>".
+ * @example
+ * ```ts
+ * await agent.exec(["sleep", "10"], { timeoutMs: 100 }).catch((err) => {
+ *   if (err instanceof AgentError && err.code === "timeout") console.error("too slow");
+ * });
+ * ```
+ */
 export class AgentError extends VmfactoryError {
   /** Why the call failed. */
   readonly code: AgentErrorCode;

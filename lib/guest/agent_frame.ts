@@ -1,5 +1,5 @@
 /**
- * Framing of the guest agent protocol (the C agent in agent_source.ts speaks the same).
+ * Framing of the guest agent protocol (the C agent in agent.c speaks the same).
  *
  * A frame is a 16-byte big-endian header: u32 magic "VMFA", u8 version (1), u8 type, u16 flags
  * (0), u32 request id, u32 payload length; then the payload (at most {@link MAX_PAYLOAD} bytes).

@@ -16,6 +16,15 @@ const BUILDER_VERSION = 2;
 const BUSYBOX = "/bin/busybox";
 /** virtio_console and the PCI transport (the console does not depend on it) */
 const GUEST_MODULES = ["virtio_pci", "virtio_console"];
+/** gcc flags for the guest agent (agent.c): static (the guest has no libc), small, warning-free. */
+export const AGENT_CFLAGS: readonly string[] = [
+  "-static",
+  "-Os",
+  "-s",
+  "-Wall",
+  "-Wextra",
+  "-Werror",
+];
 
 /**
  * The kernel command line the guest is made for. Under TCG, `tsc=reliable no_timer_check`
@@ -82,6 +91,7 @@ export async function buildGuest(opts: BuildGuestOptions): Promise<GuestImage> {
       modules: GUEST_MODULES,
       busybox: [busyboxStat.size, busyboxStat.mtime?.getTime()],
       agent: AGENT_SOURCE,
+      agentFlags: AGENT_CFLAGS,
       init: initScript(["MODULES"]),
       append: GUEST_APPEND,
     }),
@@ -102,7 +112,7 @@ export async function buildGuest(opts: BuildGuestOptions): Promise<GuestImage> {
   Deno.mkdirSync(guestDir, { recursive: true });
   const tmp = Deno.makeTempDirSync({ dir: guestDir, prefix: ".build-" });
   try {
-    opts.onProgress?.("compile agent", "gcc -static -Os");
+    opts.onProgress?.("compile agent", `gcc ${AGENT_CFLAGS.join(" ")}`);
     const agent = await compileAgent(tmp);
 
     const modulePaths = resolveModules(
@@ -182,7 +192,7 @@ async function compileAgent(dir: string): Promise<Uint8Array> {
   let result: Deno.CommandOutput;
   try {
     result = await new Deno.Command("gcc", {
-      args: ["-static", "-Os", "-s", "-o", `${dir}/agent`, `${dir}/agent.c`],
+      args: [...AGENT_CFLAGS, "-o", `${dir}/agent`, `${dir}/agent.c`],
       stdout: "piped",
       stderr: "piped",
     }).output();

@@ -9,10 +9,7 @@
  */
 import { UsageError } from "../errors.ts";
 import { assertQemuInstalled } from "./qemu_process.ts";
-import { HEADLESS_ARGS } from "./qemu_command.ts";
-
-/** An accelerator QEMU can use. */
-export type Accel = "kvm" | "tcg";
+import { type Accel, HEADLESS_ARGS } from "./qemu_command.ts";
 
 /** What {@link resolveAccel} decided, with a one-line notice when `auto` fell back to TCG. */
 export interface AccelChoice {

@@ -6,6 +6,9 @@
  * @module
  */
 
+/** A QEMU accelerator vmfactory runs guests with. */
+export type Accel = "kvm" | "tcg";
+
 /** Name of the virtio-serial port the guest agent listens on (`/dev/virtio-ports/<name>`). */
 export const AGENT_PORT_NAME = "org.vmfactory.agent";
 
@@ -17,7 +20,7 @@ export interface QemuSpec {
   /** QEMU binary, e.g. `/usr/bin/qemu-system-x86_64`; it becomes `argv[0]`. */
   binary: string;
   /** Accelerator; pick it with `resolveAccel` from `accel.ts`. */
-  accel: "kvm" | "tcg";
+  accel: Accel;
   /** Machine type; default `pc`. */
   machine?: string;
   /** vCPUs at start. */

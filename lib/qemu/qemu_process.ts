@@ -8,18 +8,24 @@
  * one interleaved run), and the spawn itself returns in ~10 ms, so callers can overlap work.
  * @module
  */
-import { pollUntil } from "../poll_until.ts";
+import { pollUntil, sleep } from "../poll_until.ts";
+import { QEMU_PACKAGE } from "../config/builtin_default.ts";
 import { UsageError, VmfactoryError } from "../errors.ts";
-import { QmpClient } from "./qmp_client.ts";
-
-/** Debian package that provides `qemu-system-x86_64`. */
-export const QEMU_PACKAGE = "qemu-system-x86";
+import {
+  identify,
+  isAlive,
+  parseIdentity,
+  type ProcessIdentity,
+  signalProcess,
+  waitForExit,
+} from "../process_identity.ts";
+import { QmpClient, type QmpConnectOptions, QmpTimeoutError } from "./qmp_client.ts";
 
 /** Options of {@link startQemu}. */
 export interface StartQemuOptions {
   /** Receives QEMU's stdout and stderr (appended). */
   logFile: string;
-  /** Where the pid is written (atomically) before `startQemu` resolves. */
+  /** Where the process identity is written (atomically, JSON) before `startQemu` resolves. */
   pidFile: string;
   /** Extra environment variables for QEMU. */
   env?: Record<string, string>;
@@ -70,21 +76,22 @@ function lastLines(text: string, lines: number): string {
 }
 
 /**
- * Starts QEMU detached and resolves with its pid; `argv[0]` is the binary (see `buildQemuArgs`).
- * Without `options.qmpSocket` it resolves right after the spawn: then connect with
- * `waitForQmpSocket(path, { pid, logFile })`, which reports a failed start with QEMU's messages.
- * Throws a {@link UsageError} when QEMU is not installed.
+ * Starts QEMU detached and resolves with its identity (pid + start time, also written to
+ * `options.pidFile`); `argv[0]` is the binary (see `buildQemuArgs`). Without `options.qmpSocket`
+ * it resolves right after the spawn: then connect with `connectQmp(path, { process, logFile })`,
+ * which reports a failed start with QEMU's messages. Throws a {@link UsageError} when QEMU is not
+ * installed.
  */
 export async function startQemu(
   argv: string[],
   options: StartQemuOptions,
-): Promise<{ pid: number }> {
+): Promise<ProcessIdentity> {
   const [binary, ...args] = argv;
   assertQemuInstalled(binary);
   if (options.qmpSocket) await Deno.remove(options.qmpSocket).catch(() => {});
   // node:child_process is the Deno way to hand a child a file as stdio; loaded only when needed
   const [{ spawn }, fs] = await Promise.all([import("node:child_process"), import("node:fs")]);
-  const fd = fs.openSync(options.logFile, "a");
+  const fd = fs.openSync(options.logFile, "a", 0o600);
   let pid: number | undefined;
   try {
     const child = spawn(binary, args, {
@@ -98,30 +105,49 @@ export async function startQemu(
   } finally {
     fs.closeSync(fd);
   }
-  if (pid === undefined) throw new VmfactoryError("start QEMU", `cannot run ${binary}`);
+  const process = pid === undefined ? undefined : identify(pid);
+  if (!process) throw new VmfactoryError("start QEMU", `cannot run ${binary}`);
   const temp = `${options.pidFile}.tmp`;
-  await Deno.writeTextFile(temp, `${pid}\n`);
-  await Deno.rename(temp, options.pidFile);
+  Deno.writeTextFileSync(temp, JSON.stringify(process) + "\n", { mode: 0o600 });
+  Deno.renameSync(temp, options.pidFile);
   if (options.qmpSocket) {
-    await waitForSocketFile(pid, options.qmpSocket, options.logFile, options.timeoutMs ?? 30_000);
+    await waitForSocketFile(
+      process,
+      options.qmpSocket,
+      options.logFile,
+      options.timeoutMs ?? 30_000,
+    );
   }
-  return { pid };
+  return process;
+}
+
+/** The identity in a pid file written by {@link startQemu}; undefined when missing or invalid. */
+export function readPidFile(pidFile: string): ProcessIdentity | undefined {
+  try {
+    const text = Deno.readTextFileSync(pidFile);
+    return text.length > 200 ? undefined : parseIdentity(JSON.parse(text));
+  } catch {
+    return undefined;
+  }
 }
 
 /** The error for a QEMU that exited while starting, with the last lines of its log. */
-export async function qemuExitedError(pid: number, logFile?: string): Promise<VmfactoryError> {
+export async function qemuExitedError(
+  process: ProcessIdentity,
+  logFile?: string,
+): Promise<VmfactoryError> {
   const tail = logFile ? await readLogTail(logFile) : "";
-  return new VmfactoryError("start QEMU", tail || `QEMU (pid ${pid}) exited`);
+  return new VmfactoryError("start QEMU", tail || `QEMU (pid ${process.pid}) exited`);
 }
 
 async function waitForSocketFile(
-  pid: number,
+  process: ProcessIdentity,
   path: string,
   logFile: string,
   timeoutMs: number,
 ): Promise<void> {
   const created = await pollUntil(async () => {
-    if (!isQemuAlive(pid)) throw await qemuExitedError(pid, logFile);
+    if (!isAlive(process)) throw await qemuExitedError(process, logFile);
     try {
       return Deno.statSync(path).isSocket || undefined;
     } catch {
@@ -129,66 +155,55 @@ async function waitForSocketFile(
     }
   }, { timeoutMs, intervalMs: 2 });
   if (!created) {
-    signal(pid, "SIGKILL");
+    signalProcess(process, "SIGKILL");
     throw new VmfactoryError("start QEMU", `no QMP socket within ${timeoutMs} ms`);
   }
 }
 
-/**
- * True while process `pid` runs (a zombie counts as dead). With `expectArg`, also requires one of
- * its command-line arguments to contain that text (e.g. the VM's QMP socket path), which guards
- * against a reused pid. May be called at any time.
- */
-export function isQemuAlive(pid: number, options: { expectArg?: string } = {}): boolean {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-    if (state === "Z" || state === "X" || state === "x") return false;
-    if (options.expectArg === undefined) return true;
-    const argv = Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0");
-    return argv.some((arg) => arg.includes(options.expectArg!));
-  } catch {
-    return false;
-  }
+/** Options of {@link connectQmp}. */
+export interface ConnectQmpOptions extends QmpConnectOptions {
+  /** The QEMU serving the socket: stop waiting at once when it has exited. */
+  process?: ProcessIdentity;
+  /** QEMU's log file: its last lines go into the error message. */
+  logFile?: string;
+  /** Delay between connection attempts; default 5 ms. */
+  retryMs?: number;
 }
 
 /**
- * Pids of the running processes (zombies excluded, this one too) whose argv satisfies `test`;
- * e.g. every QEMU whose command line mentions a folder, to clean up after tests and benchmarks.
+ * Connects to the QMP socket of a QEMU that may not have created it yet: retries until it answers
+ * or `timeoutMs` (default 5000) passes. When `process` has exited, fails at once with "Cannot
+ * start QEMU: <last lines of logFile>". Call it right after `startQemu`.
  */
-export function pidsWhere(test: (argv: string[]) => boolean): number[] {
-  const pids: number[] = [];
-  for (const entry of Deno.readDirSync("/proc")) {
-    const pid = Number(entry.name);
-    if (!Number.isInteger(pid) || pid === Deno.pid) continue;
+export async function connectQmp(
+  socketPath: string,
+  options: ConnectQmpOptions = {},
+): Promise<QmpClient> {
+  const timeoutMs = options.timeoutMs ?? 5000;
+  const deadline = performance.now() + timeoutMs;
+  const { process, logFile } = options;
+  const exited = () => process !== undefined && !isAlive(process);
+  while (true) {
+    if (exited()) throw await qemuExitedError(process!, logFile);
+    const left = deadline - performance.now();
+    if (left <= 0) throw new QmpTimeoutError(`connect to QMP at ${socketPath}`, timeoutMs);
     try {
-      const argv = Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0");
-      if (argv[0] !== "" && test(argv) && isQemuAlive(pid)) pids.push(pid);
-    } catch {
-      // gone
+      return await QmpClient.connect(socketPath, { ...options, timeoutMs: left });
+    } catch (error) {
+      if (exited()) throw await qemuExitedError(process!, logFile);
+      const retry = error instanceof Deno.errors.NotFound ||
+        error instanceof Deno.errors.ConnectionRefused;
+      if (!retry) throw error;
     }
+    await sleep(options.retryMs ?? 5);
   }
-  return pids;
-}
-
-function signal(pid: number, sig: Deno.Signal): void {
-  try {
-    Deno.kill(pid, sig);
-  } catch {
-    // already gone
-  }
-}
-
-/** Waits up to `timeoutMs` for process `pid` to exit (a zombie counts as gone); true if it did. */
-export async function waitForExit(pid: number, timeoutMs: number): Promise<boolean> {
-  return await pollUntil(() => isQemuAlive(pid) ? undefined : true, { timeoutMs }) ?? false;
 }
 
 /** What {@link stopQemu} needs to know about a running QEMU. */
 export interface QemuHandle {
-  /** QEMU's pid. */
-  pid: number;
-  /** Its QMP socket path (also the pid-reuse guard). */
+  /** QEMU's identity: nothing is signalled unless it still names that process. */
+  process: ProcessIdentity;
+  /** Its QMP socket path. */
   qmpSocket: string;
   /** An open QMP session to reuse (QEMU serves one QMP client at a time). */
   qmp?: QmpClient;
@@ -197,32 +212,34 @@ export interface QemuHandle {
 /**
  * Stops QEMU: `quit` over QMP, then SIGTERM, then SIGKILL, each given `graceMs` (default 2000)
  * to make the process vanish. Idempotent: a QEMU that is already gone (or a pid that now belongs
- * to another program) is left alone. Closes `handle.qmp`.
+ * to another process) is left alone. Closes `handle.qmp`.
  */
 export async function stopQemu(
   handle: QemuHandle,
   options: { graceMs?: number } = {},
 ): Promise<void> {
   const graceMs = options.graceMs ?? 2000;
-  const { pid, qmpSocket } = handle;
-  if (!isQemuAlive(pid, { expectArg: qmpSocket })) {
+  const { process, qmpSocket } = handle;
+  if (!isAlive(process)) {
     handle.qmp?.close();
     return;
   }
   let qmp = handle.qmp;
+  let asked = false;
   try {
     qmp ??= await QmpClient.connect(qmpSocket, { timeoutMs: Math.min(graceMs, 1000) });
+    asked = true;
     await qmp.execute("quit", undefined, { timeoutMs: graceMs });
   } catch {
-    // QEMU closes QMP as it quits; QMP busy with another client or hung: the signals below stop it
+    // QEMU closes QMP as it quits; QMP gone, busy with another client or hung: signals stop it
   } finally {
     qmp?.close();
   }
-  if (await waitForExit(pid, graceMs)) return;
-  signal(pid, "SIGTERM");
-  if (await waitForExit(pid, graceMs)) return;
-  signal(pid, "SIGKILL");
-  if (!(await waitForExit(pid, graceMs))) {
-    throw new VmfactoryError("stop QEMU", `pid ${pid} is still running after SIGKILL`);
+  if (asked && await waitForExit(process, graceMs)) return;
+  signalProcess(process, "SIGTERM");
+  if (await waitForExit(process, graceMs)) return;
+  signalProcess(process, "SIGKILL");
+  if (!(await waitForExit(process, graceMs))) {
+    throw new VmfactoryError("stop QEMU", `pid ${process.pid} is still running after SIGKILL`);
   }
 }

@@ -4,9 +4,7 @@
  * @module
  */
 import { type CheapTimer, cheapTimer, withTimeout } from "../cheap_timer.ts";
-import { sleep } from "../poll_until.ts";
 import { VmfactoryError } from "../errors.ts";
-import { isQemuAlive, qemuExitedError } from "./qemu_process.ts";
 
 /** The greeting QEMU sends when a client connects. */
 export interface QmpGreeting {
@@ -261,43 +259,5 @@ export class QmpClient {
       pending.reject(new QmpDisconnectedError(pending.command));
     }
     this.#closed.resolve();
-  }
-}
-
-/** Options of {@link waitForQmpSocket}. */
-export interface WaitForQmpOptions extends QmpConnectOptions {
-  /** QEMU's pid: stop waiting at once when it has exited. */
-  pid?: number;
-  /** QEMU's log file: its last lines go into the error message. */
-  logFile?: string;
-  /** Delay between connection attempts; default 5 ms. */
-  retryMs?: number;
-}
-
-/**
- * Connects to a QMP socket that QEMU may not have created yet: retries until it answers or
- * `timeoutMs` (default 5000) passes. When `pid` has exited, fails at once with "Cannot start
- * QEMU: <last lines of logFile>". Call it right after `startQemu`.
- */
-export async function waitForQmpSocket(
-  socketPath: string,
-  options: WaitForQmpOptions = {},
-): Promise<QmpClient> {
-  const timeoutMs = options.timeoutMs ?? 5000;
-  const deadline = performance.now() + timeoutMs;
-  const { pid, logFile } = options;
-  while (true) {
-    if (pid !== undefined && !isQemuAlive(pid)) throw await qemuExitedError(pid, logFile);
-    const left = deadline - performance.now();
-    if (left <= 0) throw new QmpTimeoutError(`connect to QMP at ${socketPath}`, timeoutMs);
-    try {
-      return await QmpClient.connect(socketPath, { ...options, timeoutMs: left });
-    } catch (error) {
-      if (pid !== undefined && !isQemuAlive(pid)) throw await qemuExitedError(pid, logFile);
-      const retry = error instanceof Deno.errors.NotFound ||
-        error instanceof Deno.errors.ConnectionRefused;
-      if (!retry) throw error;
-    }
-    await sleep(options.retryMs ?? 5);
   }
 }

@@ -5,7 +5,6 @@ import {
   QmpError,
   type QmpEvent,
   QmpTimeoutError,
-  waitForQmpSocket,
 } from "./qmp_client.ts";
 import { type FakePeer, GREETING, startFakeQmp } from "../../test/fake_qmp_server.ts";
 
@@ -205,47 +204,4 @@ Deno.test("close() rejects pending calls", async () => {
     await assert.rejects(pending, QmpDisconnectedError);
     qmp.close();
   });
-});
-
-Deno.test("waitForQmpSocket retries until the socket appears", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "vmf-qmpwait-" });
-  const path = `${dir}/qmp.sock`;
-  let listener: Deno.UnixListener | undefined;
-  try {
-    const late = (async () => {
-      await new Promise((resolve) => setTimeout(resolve, 60));
-      listener = Deno.listen({ transport: "unix", path });
-      const conn = await listener.accept();
-      const buffer = new Uint8Array(1024);
-      await conn.write(new TextEncoder().encode(JSON.stringify(GREETING) + "\n"));
-      const n = await conn.read(buffer);
-      const cmd = JSON.parse(new TextDecoder().decode(buffer.subarray(0, n!)));
-      await conn.write(new TextEncoder().encode(JSON.stringify({ return: {}, id: cmd.id }) + "\n"));
-      return conn;
-    })();
-    const qmp = await waitForQmpSocket(path, { timeoutMs: 2000 });
-    qmp.close();
-    (await late).close();
-  } finally {
-    listener?.close();
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
-Deno.test("waitForQmpSocket fails fast when QEMU's pid is gone, with its log tail", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "vmf-qmpwait-" });
-  try {
-    await Deno.writeTextFile(`${dir}/log`, "qemu: first\nqemu: boom\n");
-    const start = performance.now();
-    const error = await waitForQmpSocket(`${dir}/none.sock`, {
-      pid: 2 ** 22 + 1, // above pid_max: never a live process
-      logFile: `${dir}/log`,
-      timeoutMs: 5000,
-    }).catch((e) => e);
-    assert.equal(error.message, "Cannot start QEMU: qemu: first; qemu: boom");
-    assert.ok(performance.now() - start < 1000);
-    await assert.rejects(waitForQmpSocket(`${dir}/none.sock`, { timeoutMs: 30 }), QmpTimeoutError);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
 });

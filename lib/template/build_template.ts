@@ -9,14 +9,19 @@ import { saveToFileUri } from "../qemu/migration_uri.ts";
 import { pollUntil, sleep } from "../poll_until.ts";
 import { VmfactoryError } from "../errors.ts";
 import { buildQemuArgs } from "../qemu/qemu_command.ts";
-import { isQemuAlive, startQemu, stopQemu } from "../qemu/qemu_process.ts";
-import { waitForQmpSocket } from "../qemu/qmp_client.ts";
-import { readPidFile, vmPaths } from "../vm/vm_store.ts";
+import { type ProcessIdentity, signalProcess } from "../process_identity.ts";
+import { connectQmp, readPidFile, startQemu, stopQemu } from "../qemu/qemu_process.ts";
+import { vmPaths } from "../vm/vm_paths.ts";
 import { type BootPlan, qemuSpecFor, shapeOf } from "../factory/boot_plan.ts";
-import { waitForBoot } from "../factory/direct_factory.ts";
+import { waitForBoot } from "../factory/direct_source.ts";
 import { PhaseTimer } from "../vm/vm_record.ts";
 import { templateFiles, writeManifest } from "./template_files.ts";
-import { fileIdentity, type TemplateInputs, type TemplateManifest } from "./template_manifest.ts";
+import {
+  fileIdentity,
+  MANIFEST_FORMAT,
+  type TemplateInputs,
+  type TemplateManifest,
+} from "./template_manifest.ts";
 
 /** Longest a device-state save may take (it is ~0.4 MB; RAM stays in the shared file). */
 const SAVE_TIMEOUT_MS = 30_000;
@@ -31,6 +36,7 @@ export function templateInputs(plan: BootPlan): TemplateInputs {
     kernel: fileIdentity(plan.kernel),
     initrd: fileIdentity(plan.initrd),
     append: plan.append,
+    accel: plan.accel,
     shape: shapeOf(plan),
   };
 }
@@ -56,10 +62,8 @@ export async function removeLeftovers(dir: string): Promise<number> {
   for (const entry of [...Deno.readDirSync(dir)]) {
     if (!entry.name.startsWith(".build-")) continue;
     const build = `${dir}/${entry.name}`;
-    const pid = readPidFile(`${build}/qemu.pid`);
-    if (pid && isQemuAlive(pid, { expectArg: build })) {
-      await stopQemu({ pid, qmpSocket: `${build}/qmp.sock` }, { graceMs: 300 });
-    }
+    const process = readPidFile(`${build}/qemu.pid`);
+    if (process) await stopQemu({ process, qmpSocket: `${build}/qmp.sock` }, { graceMs: 300 });
     await Deno.remove(build, { recursive: true });
     removed++;
   }
@@ -89,9 +93,9 @@ export async function buildTemplate(
   await Deno.mkdir(buildDir, { mode: 0o700 });
   const paths = vmPaths(buildDir, `template-${id}`);
   const files = templateFiles(buildDir);
-  let pid = 0;
+  let process: ProcessIdentity | undefined;
   const abort = () => {
-    if (pid) Deno.kill(pid, "SIGKILL");
+    if (process) signalProcess(process, "SIGKILL");
   };
   hooks.signal?.addEventListener("abort", abort);
   try {
@@ -101,11 +105,11 @@ export async function buildTemplate(
     const argv = buildQemuArgs(qemuSpecFor(plan, paths, {
       memory: { kind: "file", path: files.memory, share: true },
     }));
-    ({ pid } = await startQemu(argv, {
+    process = await startQemu(argv, {
       logFile: `${buildDir}/qemu.log`,
       pidFile: paths.pidFile,
       qmpSocket: paths.qmpSocket,
-    }));
+    });
     hooks.signal?.throwIfAborted();
     const agent = await waitForBoot(paths, "boot the template VM");
     timer.mark("bootMs");
@@ -118,8 +122,8 @@ export async function buildTemplate(
     hooks.signal?.throwIfAborted();
 
     hooks.onPhase?.("save the device state");
-    const qmp = await waitForQmpSocket(paths.qmpSocket, {
-      pid,
+    const qmp = await connectQmp(paths.qmpSocket, {
+      process,
       logFile: `${buildDir}/qemu.log`,
       timeoutMs: 5000,
     });
@@ -145,8 +149,8 @@ export async function buildTemplate(
     } finally {
       qmp.close();
     }
-    await stopQemu({ pid, qmpSocket: paths.qmpSocket }, { graceMs: 2000 });
-    pid = 0;
+    await stopQemu({ process, qmpSocket: paths.qmpSocket }, { graceMs: 2000 });
+    process = undefined;
     hooks.signal?.throwIfAborted();
 
     hooks.onPhase?.("publish");
@@ -156,12 +160,11 @@ export async function buildTemplate(
     timer.mark("publishMs");
     const inputs = templateInputs(plan);
     const manifest: TemplateManifest = {
-      format: 1,
+      format: MANIFEST_FORMAT,
       id,
       createdAt: new Date().toISOString(),
       ...inputs,
       qemu: { ...inputs.qemu, version },
-      accel: plan.accel,
       stateBytes: Deno.statSync(final.state).size,
       buildMs: timer.done().phases,
     };
@@ -169,7 +172,7 @@ export async function buildTemplate(
     return manifest;
   } finally {
     hooks.signal?.removeEventListener("abort", abort);
-    if (pid) await stopQemu({ pid, qmpSocket: paths.qmpSocket }, { graceMs: 300 });
+    if (process) await stopQemu({ process, qmpSocket: paths.qmpSocket }, { graceMs: 300 });
     await Deno.remove(buildDir, { recursive: true }).catch(() => {});
   }
 }

@@ -5,7 +5,7 @@
  * @module
  */
 import { writeFileAtomic } from "../vm/atomic_write.ts";
-import type { TemplateManifest } from "./template_manifest.ts";
+import { manifestProblem, type TemplateManifest } from "./template_manifest.ts";
 
 /** Paths of one template folder. */
 export interface TemplateFiles {
@@ -34,13 +34,41 @@ export function fallbackDir(templatePath: string): string {
   return `/dev/shm/vmfactory-template-${templatePath.replace(/[^A-Za-z0-9]+/g, "_")}`;
 }
 
-/** Reads a template's manifest; undefined when there is no complete template in `dir`. */
-export function readManifest(dir: string): TemplateManifest | undefined {
+/** A template folder's manifest as read back: absent, unusable (and why), or usable. */
+export type ManifestRead =
+  | { state: "absent" }
+  | { state: "unusable"; reason: string }
+  | { state: "usable"; manifest: TemplateManifest };
+
+/**
+ * Reads and checks the manifest in `dir`. It is input from disk, so it is trusted only when it
+ * is valid JSON of the current manifest format with every field of the right type; otherwise
+ * the folder holds no usable template and the result says why.
+ */
+export function loadManifest(dir: string): ManifestRead {
+  const path = templateFiles(dir).manifest;
+  let text: string;
   try {
-    return JSON.parse(Deno.readTextFileSync(templateFiles(dir).manifest)) as TemplateManifest;
-  } catch {
-    return undefined;
+    text = Deno.readTextFileSync(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return { state: "absent" };
+    return { state: "unusable", reason: `cannot read ${path}: ${(err as Error).message}` };
   }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    return { state: "unusable", reason: `${path} is not JSON: ${(err as Error).message}` };
+  }
+  const problem = manifestProblem(value);
+  if (problem) return { state: "unusable", reason: `${path} is not a usable manifest: ${problem}` };
+  return { state: "usable", manifest: value as TemplateManifest };
+}
+
+/** The usable manifest in `dir`; undefined when there is none or it is unusable. */
+export function readManifest(dir: string): TemplateManifest | undefined {
+  const read = loadManifest(dir);
+  return read.state === "usable" ? read.manifest : undefined;
 }
 
 /** Publishes `manifest` (the last step of a build: the template exists from now on). */
@@ -56,11 +84,18 @@ export interface FoundTemplate {
   manifest: TemplateManifest;
 }
 
-/** Finds the complete template for `templatePath` (on its tmpfs, else on the /dev/shm fallback). */
-export function findTemplate(templatePath: string): FoundTemplate | undefined {
+/**
+ * Finds the complete template for `templatePath` (on its tmpfs, else on the /dev/shm fallback).
+ * A folder whose manifest is unusable holds no template; `onUnusable` hears why.
+ */
+export function findTemplate(
+  templatePath: string,
+  onUnusable?: (dir: string, reason: string) => void,
+): FoundTemplate | undefined {
   for (const dir of [templatePath, fallbackDir(templatePath)]) {
-    const manifest = readManifest(dir);
-    if (manifest) return { files: templateFiles(dir), manifest };
+    const read = loadManifest(dir);
+    if (read.state === "usable") return { files: templateFiles(dir), manifest: read.manifest };
+    if (read.state === "unusable") onUnusable?.(dir, read.reason);
   }
   return undefined;
 }

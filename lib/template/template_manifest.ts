@@ -15,10 +15,13 @@ export interface FileIdentity {
   mtimeMs: number;
 }
 
+/** The manifest format this version writes and reads; a manifest of another is not used. */
+export const MANIFEST_FORMAT = 1;
+
 /** Everything a clone must match; written as `manifest.json` beside `memory` and `state`. */
 export interface TemplateManifest {
-  /** Manifest format version. */
-  format: 1;
+  /** Manifest format version ({@link MANIFEST_FORMAT}). */
+  format: typeof MANIFEST_FORMAT;
   /** Random id of this template build. */
   id: string;
   /** ISO creation time. */
@@ -51,8 +54,92 @@ export interface TemplateInputs {
   initrd: FileIdentity;
   /** Kernel command line. */
   append: string;
+  /** Accelerator (a template built under KVM cannot be restored under TCG, and vice versa). */
+  accel: "kvm" | "tcg";
   /** Machine shape. */
   shape: MachineShape;
+}
+
+/** What a field of a manifest must be: a JSON type, one of some strings, or a nested object. */
+type FieldSpec = "string" | "number" | "numbers" | readonly string[] | { [key: string]: FieldSpec };
+
+const FILE_SPEC = { path: "string", size: "number", mtimeMs: "number" } satisfies Record<
+  keyof FileIdentity,
+  FieldSpec
+>;
+
+const MANIFEST_SPEC = {
+  format: "number",
+  id: "string",
+  createdAt: "string",
+  qemu: { ...FILE_SPEC, version: "string" },
+  kernel: FILE_SPEC,
+  initrd: FILE_SPEC,
+  append: "string",
+  accel: ["kvm", "tcg"],
+  shape: {
+    machine: "string",
+    cpus: "number",
+    maxCpus: "number",
+    memoryMiB: "number",
+    slots: "number",
+    maxMemoryMiB: "number",
+  } satisfies Record<keyof MachineShape, FieldSpec>,
+  stateBytes: "number",
+  buildMs: "numbers",
+} satisfies Record<keyof TemplateManifest, FieldSpec>;
+
+/** The JSON type of `value`, in words. */
+function typeName(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  return typeof value === "object" ? "an object" : `a ${typeof value}`;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** The first way `value` at `path` fails `spec`, or undefined. */
+function fieldProblem(value: unknown, spec: FieldSpec, path: string): string | undefined {
+  if (value === undefined) return `${path} is missing`;
+  if (spec === "number" && typeof value === "number") {
+    return Number.isFinite(value) ? undefined : `${path} is ${value}, not a finite number`;
+  }
+  if (spec === "string" || spec === "number") {
+    const ok = spec === "string" ? typeof value === "string" : typeof value === "number";
+    return ok ? undefined : `${path} is ${typeName(value)}, not a ${spec}`;
+  }
+  if (spec === "numbers") {
+    if (isObject(value) && Object.values(value).every((v) => Number.isFinite(v))) return undefined;
+    return `${path} is not an object of numbers`;
+  }
+  if (Array.isArray(spec)) {
+    return typeof value === "string" && spec.includes(value)
+      ? undefined
+      : `${path} is ${JSON.stringify(value)}, not ${spec.join(" or ")}`;
+  }
+  if (!isObject(value)) return `${path} is ${typeName(value)}, not an object`;
+  for (const [key, inner] of Object.entries(spec)) {
+    const problem = fieldProblem(value[key], inner, path ? `${path}.${key}` : key);
+    if (problem) return problem;
+  }
+  return undefined;
+}
+
+/**
+ * Why `value` (a parsed `manifest.json`, read back from disk) is not a manifest this version can
+ * use, or undefined when it is one: another format, or a field that is missing or of the wrong
+ * type.
+ */
+export function manifestProblem(value: unknown): string | undefined {
+  if (!isObject(value)) return `it is ${typeName(value)}, not an object`;
+  if (value.format !== MANIFEST_FORMAT) {
+    return `its format is ${
+      JSON.stringify(value.format) ?? "missing"
+    }, this vmfactory reads format ${MANIFEST_FORMAT}`;
+  }
+  return fieldProblem(value, MANIFEST_SPEC, "");
 }
 
 /** Reads a file's identity. */
@@ -78,6 +165,9 @@ export function templateDifferences(built: TemplateInputs, wanted: TemplateInput
   file("initrd", built.initrd, wanted.initrd);
   if (built.append !== wanted.append) {
     out.push(`kernel_params give "${wanted.append}", the template used "${built.append}"`);
+  }
+  if (built.accel !== wanted.accel) {
+    out.push(`the accelerator is ${wanted.accel}, the template ran with ${built.accel}`);
   }
   const names: Record<keyof MachineShape, string> = {
     machine: "machine_type",

@@ -1,90 +1,213 @@
 /**
- * The state directory's VM folders: one folder per VM holding its sockets, console log and
- * `record.json` (written atomically).
+ * The state directory's VM folders, and the one state machine every folder moves through.
+ *
+ * Each VM lives in `<stateDir>/vms/<id>/`: its sockets, console log, QEMU pid file, `state.json`
+ * (the folder's state) and, once it has one, `record.json`. A folder changes state only through
+ * this module, under the folder's lock (`.lock`, an flock that dies with its holder), so two
+ * processes never move one folder at once.
+ *
+ * | state    | the folder holds                                  | owner                     |
+ * | -------- | ------------------------------------------------- | ------------------------- |
+ * | building | a VM being made, claimed or adopted                | the process doing it      |
+ * | pooled   | a ready clone of `templateId`, for any process     | none                      |
+ * | cached   | a ready VM kept by a VMCache server                | the server                |
+ * | offered  | a cached VM sent to a client, not yet taken over   | the server                |
+ * | owned    | the user's VM: `vm list` shows it                  | none                      |
+ *
+ * | from     | to       | by                                                                |
+ * | -------- | -------- | ----------------------------------------------------------------- |
+ * | (none)   | building | {@link VmStore.allocate}                                          |
+ * | building | pooled, cached, owned | {@link PendingVm.commit}, by the owner               |
+ * | building | removed  | the owner disposing its {@link PendingVm} uncommitted; `reap` once the owner died |
+ * | pooled   | building | {@link VmStore.claim} (the claimer becomes the owner)             |
+ * | pooled   | removed  | {@link VmStore.remove} (pool drain)                               |
+ * | cached   | offered  | {@link VmStore.offer}, by the server                              |
+ * | cached   | removed  | {@link VmStore.remove} by the server; `reap` once the server died |
+ * | offered  | cached   | {@link VmStore.giveBack}, by the server (the reply was lost)      |
+ * | offered  | building | {@link VmStore.adopt}, by the client (it becomes the owner)       |
+ * | offered  | owned    | `reap` once the server died (the client may hold the VM)          |
+ * | owned    | removed  | {@link VmStore.remove} (`vm destroy`)                             |
+ *
+ * Nothing leaves `owned` but removal: a VM handed out is never put back. Everything read back
+ * (`state.json`, `record.json`, pid files) is input: bounded, validated, and a record whose id,
+ * folder or sockets do not match its folder is ignored. A process is signalled only when its pid
+ * and start time are the ones recorded.
  * @module
  */
-import { isQemuAlive } from "../qemu/qemu_process.ts";
-import { UsageError } from "../errors.ts";
+import { UsageError, VmfactoryError } from "../errors.ts";
+import { isAlive, parseIdentity, type ProcessIdentity, selfIdentity } from "../process_identity.ts";
+import { readPidFile, stopQemu } from "../qemu/qemu_process.ts";
 import { writeFileAtomic } from "./atomic_write.ts";
-import type { VmRecord } from "./vm_record.ts";
+import { withFileLock } from "./file_lock.ts";
+import { parseRecord, type VmRecord } from "./vm_record.ts";
+import { type VmPaths, vmPaths } from "./vm_paths.ts";
 
-/** File locations inside one VM's folder. */
-export interface VmPaths {
-  /** VM id (the folder name). */
-  id: string;
-  /** The folder. */
-  dir: string;
-  /** QMP socket. */
-  qmpSocket: string;
-  /** Agent socket. */
-  agentSocket: string;
-  /** Serial console log. */
-  consoleLog: string;
-  /** QEMU pid file. */
-  pidFile: string;
+/** A folder's state; see the module doc for the table. */
+export type FolderState = "building" | "pooled" | "cached" | "offered" | "owned";
+
+const STATES: readonly FolderState[] = ["building", "pooled", "cached", "offered", "owned"];
+
+/** `state.json`. */
+export interface FolderStatus {
+  /** The state. */
+  state: FolderState;
+  /** The process the folder belongs to (building, cached, offered). */
+  owner?: ProcessIdentity;
+  /** The template a pooled clone was made from. */
+  templateId?: string;
+  /** ISO time of the last transition. */
+  since: string;
+}
+
+/** A VM folder as found on disk. */
+export interface VmFolder {
+  /** Its paths. */
+  paths: VmPaths;
+  /** Its state; undefined when `state.json` is missing or invalid. */
+  status?: FolderStatus;
+  /** Its record, when it has a valid one. */
+  record?: VmRecord;
 }
 
 /** A VM record and whether its QEMU process still runs. */
 export interface VmEntry {
   /** The stored record. */
   record: VmRecord;
-  /** True when the recorded pid is a QEMU process of this VM. */
+  /** True while the recorded QEMU (pid + start time) runs. */
   alive: boolean;
 }
 
-/** Paths of a VM folder `dir` named `id`. */
-export function vmPaths(dir: string, id: string): VmPaths {
-  return {
-    id,
-    dir,
-    qmpSocket: `${dir}/qmp.sock`,
-    agentSocket: `${dir}/agent.sock`,
-    consoleLog: `${dir}/console.log`,
-    pidFile: `${dir}/qemu.pid`,
-  };
-}
-
-/** The JSON in `path`; undefined when the file is missing or not JSON (e.g. being replaced). */
-export function readJsonFile<T>(path: string): T | undefined {
-  try {
-    return JSON.parse(Deno.readTextFileSync(path)) as T;
-  } catch {
-    return undefined;
-  }
-}
-
-/** The pid in a QEMU pid file; undefined when the file is missing or not a pid. */
-export function readPidFile(pidFile: string): number | undefined {
-  try {
-    const pid = Number(Deno.readTextFileSync(pidFile).trim());
-    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** The record of a VM living in `paths`, created now. */
-export function recordFor(
-  paths: VmPaths,
-  fields: Omit<VmRecord, "id" | "dir" | "qmpSocket" | "agentSocket" | "consoleLog" | "createdAt">,
-): VmRecord {
-  return {
-    id: paths.id,
-    ...fields,
-    createdAt: new Date().toISOString(),
-    dir: paths.dir,
-    qmpSocket: paths.qmpSocket,
-    agentSocket: paths.agentSocket,
-    consoleLog: paths.consoleLog,
-  };
-}
+/** Folder names the store makes: short lowercase hex. */
+const ID_PATTERN = /^[0-9a-f]{6,32}$/;
+const TEMPLATE_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+/** Larger `state.json`/`record.json` files are not read (they are written by us, and small). */
+const MAX_FILE_BYTES = 64 * 1024;
+/** A folder without a state this long after it was made was left by a crash between two calls. */
+const ORPHAN_MS = 60_000;
 
 /** Makes a new short random id. */
 export function newVmId(): string {
   return crypto.randomUUID().replaceAll("-", "").slice(0, 10);
 }
 
-/** VM folders under `<stateDir>/vms`. */
+/** The JSON in `path` (at most 64 KiB); undefined when missing, too big or not JSON. */
+export function readJsonFile(path: string): unknown {
+  try {
+    const bytes = Deno.readFileSync(path);
+    if (bytes.length > MAX_FILE_BYTES) return undefined;
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    return undefined;
+  }
+}
+
+function parseStatus(value: unknown): FolderStatus | undefined {
+  if (typeof value !== "object" || value === null) return undefined;
+  const v = value as Record<string, unknown>;
+  if (!STATES.includes(v.state as FolderState) || typeof v.since !== "string") return undefined;
+  const status: FolderStatus = { state: v.state as FolderState, since: v.since };
+  if (v.owner !== undefined) {
+    const owner = parseIdentity(v.owner);
+    if (!owner) return undefined;
+    status.owner = owner;
+  }
+  if (v.templateId !== undefined) {
+    if (typeof v.templateId !== "string" || !TEMPLATE_ID_PATTERN.test(v.templateId)) {
+      return undefined;
+    }
+    status.templateId = v.templateId;
+  }
+  return status;
+}
+
+/** The error of a transition the table does not allow, or of a folder that vanished. */
+export class FolderStateError extends VmfactoryError {
+  /** "Cannot <action>: VM <id> is <state>". */
+  constructor(action: string, id: string, state: string) {
+    super(action, `VM ${id} is ${state}`);
+  }
+}
+
+/**
+ * A VM folder this process is building (allocated, claimed or adopted). Unless committed, disposing
+ * it stops its QEMU and removes the folder: use `await using`, or call {@link PendingVm.dispose}.
+ * @example
+ * ```ts
+ * await using pending = await store.allocate();
+ * pending.process = await startQemu(argv, { logFile, pidFile: pending.paths.pidFile });
+ * // ... boot it; unless committed, leaving the block stops QEMU and removes the folder
+ * await pending.commit("owned", record);
+ * ```
+ */
+export class PendingVm implements AsyncDisposable {
+  #done = false;
+  /** The VM's QEMU once it runs (set by whoever starts or finds it). */
+  process?: ProcessIdentity;
+
+  /** A pending VM in `paths` of `store` (made by the store). */
+  constructor(
+    readonly store: VmStore,
+    readonly paths: VmPaths,
+    /** The record the VM had before (claimed or adopted VMs). */
+    readonly previous?: VmRecord,
+  ) {
+    if (previous) this.process = { pid: previous.pid, startTime: previous.startTime };
+  }
+
+  /** True once committed or disposed. */
+  get settled(): boolean {
+    return this.#done;
+  }
+
+  /**
+   * Writes `record` and moves the folder to `state` (building → pooled, cached or owned). A cached
+   * VM stays this process's; pooled and owned ones belong to nobody. May be called once.
+   */
+  async commit(
+    state: "pooled" | "cached" | "owned",
+    record: VmRecord,
+    extra: { templateId?: string } = {},
+  ): Promise<void> {
+    if (this.#done) throw new FolderStateError(`commit VM ${this.paths.id}`, this.paths.id, "done");
+    await writeFileAtomic(`${this.paths.dir}/record.json`, JSON.stringify(record, null, 2) + "\n");
+    await this.store.move(this.paths, ["building"], {
+      state,
+      ...(state === "cached" ? { owner: selfIdentity() } : {}),
+      ...(extra.templateId ? { templateId: extra.templateId } : {}),
+    }, { owner: selfIdentity() });
+    this.#done = true;
+  }
+
+  /** Unless committed: stops the VM's QEMU and removes its folder. Idempotent. */
+  async dispose(): Promise<void> {
+    if (this.#done) return;
+    this.#done = true;
+    const process = this.process ?? readPidFile(this.paths.pidFile);
+    if (process) await stopQemu({ process, qmpSocket: this.paths.qmpSocket }, { graceMs: 300 });
+    await removeFolder(this.paths.dir);
+  }
+
+  /** Same as {@link PendingVm.dispose}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.dispose();
+  }
+}
+
+async function removeFolder(dir: string): Promise<void> {
+  await Deno.remove(dir, { recursive: true }).catch((err) => {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  });
+}
+
+/**
+ * VM folders under `<stateDir>/vms`; every state change of a folder goes through here.
+ * @example
+ * ```ts
+ * const store = new VmStore("/run/vmfactory");
+ * for (const { record, alive } of await store.list()) console.log(record.id, alive);
+ * await store.remove((await store.find("3fa9")).record.id, ["owned"]);
+ * ```
+ */
 export class VmStore {
   /** Folder holding one sub-folder per VM. */
   readonly vmsDir: string;
@@ -94,50 +217,107 @@ export class VmStore {
     this.vmsDir = `${stateDir}/vms`;
   }
 
-  /** Creates an empty folder for a new VM and returns its paths. */
-  async allocate(id: string = newVmId()): Promise<VmPaths> {
+  /** The paths of the folder of VM `id` (a folder name the store makes; else a UsageError). */
+  pathsOf(id: string): VmPaths {
+    if (!ID_PATTERN.test(id)) throw new UsageError(`find VM ${JSON.stringify(id)}`, "not a VM id");
+    return vmPaths(`${this.vmsDir}/${id}`, id);
+  }
+
+  /** Creates a folder for a new VM, `building` and owned by this process. */
+  async allocate(id: string = newVmId()): Promise<PendingVm> {
+    const paths = this.pathsOf(id);
     await Deno.mkdir(this.vmsDir, { recursive: true, mode: 0o700 });
-    const dir = `${this.vmsDir}/${id}`;
-    await Deno.mkdir(dir, { mode: 0o700 });
-    return vmPaths(dir, id);
+    await Deno.mkdir(paths.dir, { mode: 0o700 });
+    await this.#write(paths, { state: "building", owner: selfIdentity() });
+    return new PendingVm(this, paths);
   }
 
-  /** Writes `record` into its folder atomically. */
-  async save(record: VmRecord): Promise<void> {
-    await writeFileAtomic(`${record.dir}/record.json`, JSON.stringify(record, null, 2) + "\n");
+  /**
+   * Moves the folder `paths` from one of `from` to `to` under its lock; with `owner`, only when
+   * that process owns it. Returns the previous status. Throws {@link FolderStateError} otherwise.
+   * Used by this module and {@link PendingVm}; other code calls the named operations.
+   */
+  async move(
+    paths: VmPaths,
+    from: readonly FolderState[],
+    to: Omit<FolderStatus, "since">,
+    check: { owner?: ProcessIdentity } = {},
+  ): Promise<FolderStatus> {
+    return await this.#locked(paths, `move VM ${paths.id} to ${to.state}`, (status) => {
+      if (!from.includes(status.state)) return false;
+      if (check.owner && !sameOwner(status.owner, check.owner)) return false;
+      return true;
+    }, async (status) => {
+      await this.#write(paths, to);
+      return status;
+    });
   }
 
-  /** Every VM with a record, oldest first, reconciled with the live processes. */
-  list(): Promise<VmEntry[]> {
-    const entries: VmEntry[] = [];
-    for (const { dir } of this.folders()) {
-      const record = readJsonFile<VmRecord>(`${dir}/record.json`);
-      if (record) {
-        entries.push({ record, alive: isQemuAlive(record.pid, { expectArg: record.qmpSocket }) });
-      }
+  async #write(paths: VmPaths, status: Omit<FolderStatus, "since">): Promise<void> {
+    const full: FolderStatus = { ...status, since: new Date().toISOString() };
+    await writeFileAtomic(`${paths.dir}/state.json`, JSON.stringify(full) + "\n");
+  }
+
+  /** Runs `fn` under the folder's lock when its state passes `allowed`; else throws. */
+  async #locked<T>(
+    paths: VmPaths,
+    action: string,
+    allowed: (status: FolderStatus) => boolean,
+    fn: (status: FolderStatus) => Promise<T>,
+  ): Promise<T> {
+    try {
+      return await withFileLock(`${paths.dir}/.lock`, async () => {
+        const status = this.status(paths);
+        if (!status) throw new FolderStateError(action, paths.id, "gone");
+        if (!allowed(status)) {
+          throw new FolderStateError(action, paths.id, describe(status));
+        }
+        return await fn(status);
+      });
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) throw new FolderStateError(action, paths.id, "gone");
+      throw err;
     }
+  }
+
+  /** The folder's state; undefined when it has none (or an invalid one). */
+  status(paths: VmPaths): FolderStatus | undefined {
+    return parseStatus(readJsonFile(`${paths.dir}/state.json`));
+  }
+
+  /** The folder's record when it is valid and matches the folder; else undefined. */
+  record(paths: VmPaths): VmRecord | undefined {
+    return parseRecord(readJsonFile(`${paths.dir}/record.json`), paths);
+  }
+
+  /** Every VM folder with its state and record (unreadable parts left undefined). */
+  folders(): VmFolder[] {
+    let names: string[];
+    try {
+      names = [...Deno.readDirSync(this.vmsDir)].filter((e) => e.isDirectory).map((e) => e.name);
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return [];
+      throw err;
+    }
+    return names.filter((n) => ID_PATTERN.test(n)).map((name) => {
+      const paths = vmPaths(`${this.vmsDir}/${name}`, name);
+      const status = this.status(paths);
+      return { paths, status, record: status ? this.record(paths) : undefined };
+    });
+  }
+
+  /** The owned VMs, oldest first, reconciled with the live processes. */
+  list(): Promise<VmEntry[]> {
+    const entries = this.folders()
+      .filter((f) => f.status?.state === "owned" && f.record)
+      .map((f) => ({ record: f.record!, alive: isAlive(processOf(f.record!)) }));
     return Promise.resolve(
       entries.sort((a, b) => a.record.createdAt.localeCompare(b.record.createdAt)),
     );
   }
 
   /**
-   * Every VM folder, whatever it holds: a VM (`record.json`), a pool clone (`pool.json`), a VM
-   * of a VMCache server (`cache.json`), or what a crashed creation left.
-   */
-  folders(): VmPaths[] {
-    try {
-      return [...Deno.readDirSync(this.vmsDir)]
-        .filter((e) => e.isDirectory)
-        .map((e) => vmPaths(`${this.vmsDir}/${e.name}`, e.name));
-    } catch (err) {
-      if (err instanceof Deno.errors.NotFound) return [];
-      throw err;
-    }
-  }
-
-  /**
-   * The VM whose id is `idOrPrefix` or starts with it.
+   * The owned VM whose id is `idOrPrefix` or starts with it.
    * @throws UsageError when no VM or more than one matches.
    */
   async find(idOrPrefix: string): Promise<VmEntry> {
@@ -155,37 +335,145 @@ export class VmStore {
     throw new UsageError(`find VM ${idOrPrefix}`, "no such VM (`vmfactory vm list` shows them)");
   }
 
-  /** Deletes a VM's folder (the caller stops QEMU first). */
-  async remove(dir: string): Promise<void> {
-    await Deno.remove(dir, { recursive: true }).catch((err) => {
-      if (!(err instanceof Deno.errors.NotFound)) throw err;
+  /**
+   * Claims a pooled clone of `templateId` (pooled → building, this process the owner); a clone
+   * whose QEMU died is removed on the way. Undefined when none is left. Concurrent claims, in any
+   * processes, never get the same folder.
+   */
+  async claim(templateId: string): Promise<PendingVm | undefined> {
+    for (const f of this.folders()) {
+      if (f.status?.state !== "pooled" || f.status.templateId !== templateId || !f.record) continue;
+      try {
+        await this.move(f.paths, ["pooled"], { state: "building", owner: selfIdentity() });
+      } catch (err) {
+        if (err instanceof FolderStateError) continue; // another process was first
+        throw err;
+      }
+      const pending = new PendingVm(this, f.paths, f.record);
+      if (isAlive(pending.process!)) return pending;
+      await pending.dispose(); // its QEMU died while pooled: drained, not handed out
+    }
+    return undefined;
+  }
+
+  /** Offers a cached VM of this server to a client (cached → offered). */
+  async offer(id: string): Promise<VmRecord> {
+    const paths = this.pathsOf(id);
+    await this.move(paths, ["cached"], { state: "offered", owner: selfIdentity() }, {
+      owner: selfIdentity(),
     });
+    const record = this.record(paths);
+    if (!record) throw new FolderStateError(`offer VM ${id}`, id, "without a valid record");
+    return record;
+  }
+
+  /** Takes back an offered VM whose client never got it (offered → cached); false if taken. */
+  async giveBack(id: string): Promise<boolean> {
+    try {
+      await this.move(this.pathsOf(id), ["offered"], { state: "cached", owner: selfIdentity() }, {
+        owner: selfIdentity(),
+      });
+      return true;
+    } catch (err) {
+      if (err instanceof FolderStateError) return false;
+      throw err;
+    }
+  }
+
+  /** Takes over an offered VM (offered → building, this process the owner). */
+  async adopt(id: string): Promise<PendingVm> {
+    const paths = this.pathsOf(id);
+    await this.move(paths, ["offered"], { state: "building", owner: selfIdentity() });
+    const record = this.record(paths);
+    const pending = new PendingVm(this, paths, record);
+    if (!record) {
+      await pending.dispose();
+      throw new FolderStateError(`take over VM ${id}`, id, "without a valid record");
+    }
+    return pending;
   }
 
   /**
-   * Removes folders that a crashed `vm create` left (no record, not a pool entry nor a VMCache
-   * server's VM (`cache.json`, reaped by `factory destroy` instead), older than
-   * `minAgeMs`), stopping a QEMU that still runs from one. Returns how many were removed.
+   * Stops the QEMU of the folder `id` and removes the folder, when its state is one of `from`
+   * (and, with `owner`, owned by that process). Returns false when it is gone or not allowed.
    */
-  async removeIncomplete(minAgeMs = 120_000): Promise<number> {
-    let removed = 0;
-    for (const paths of this.folders()) {
-      const has = (file: string) => {
-        try {
-          Deno.statSync(`${paths.dir}/${file}`);
-          return true;
-        } catch {
-          return false;
+  async remove(
+    id: string,
+    from: readonly FolderState[],
+    check: { owner?: ProcessIdentity } = {},
+  ): Promise<boolean> {
+    const paths = this.pathsOf(id);
+    try {
+      return await this.#locked(
+        paths,
+        `remove VM ${id}`,
+        (status) =>
+          from.includes(status.state) && (!check.owner || sameOwner(status.owner, check.owner)),
+        () => this.#discard(paths),
+      );
+    } catch (err) {
+      if (err instanceof FolderStateError) return false;
+      throw err;
+    }
+  }
+
+  async #discard(paths: VmPaths): Promise<true> {
+    const record = this.record(paths);
+    const process = record ? processOf(record) : readPidFile(paths.pidFile);
+    if (process) await stopQemu({ process, qmpSocket: paths.qmpSocket }, { graceMs: 1000 });
+    await removeFolder(paths.dir);
+    return true;
+  }
+
+  /**
+   * Cleans up after processes that died: removes `building` and `cached` folders whose owner is
+   * gone (stopping their QEMU), makes `offered` ones of a dead server `owned` (its client may
+   * hold them), and removes folders left without a state for a minute. With `owner`, only that
+   * process's folders, whether it runs or not (a server stopping). Returns the removed ids.
+   */
+  async reap(options: { owner?: ProcessIdentity } = {}): Promise<string[]> {
+    const removed: string[] = [];
+    for (const f of this.folders()) {
+      const { status, paths } = f;
+      if (!status) {
+        if (options.owner) continue;
+        const age = Date.now() - (Deno.statSync(paths.dir).mtime?.getTime() ?? 0);
+        if (age > ORPHAN_MS) {
+          await this.#discard(paths);
+          removed.push(paths.id);
         }
-      };
-      if (has("record.json") || has("pool.json") || has("cache.json")) continue;
-      const age = Date.now() - (Deno.statSync(paths.dir).mtime?.getTime() ?? 0);
-      if (age < minAgeMs) continue;
-      const pid = readPidFile(paths.pidFile);
-      if (pid && isQemuAlive(pid, { expectArg: paths.qmpSocket })) Deno.kill(pid, "SIGKILL");
-      await this.remove(paths.dir);
-      removed++;
+        continue;
+      }
+      if (!status.owner) continue;
+      const gone = options.owner ? sameOwner(status.owner, options.owner) : !isAlive(status.owner);
+      if (!gone) continue;
+      const isOwner = (s: FolderStatus) => sameOwner(s.owner, status.owner!);
+      try {
+        if (status.state === "offered") {
+          await this.#locked(paths, `release VM ${paths.id}`, (s) =>
+            s.state === "offered" &&
+            isOwner(s), () => this.#write(paths, { state: "owned" }));
+        } else {
+          await this.#locked(paths, `reap VM ${paths.id}`, isOwner, () => this.#discard(paths));
+          removed.push(paths.id);
+        }
+      } catch (err) {
+        if (!(err instanceof FolderStateError)) throw err; // moved meanwhile: not an orphan
+      }
     }
     return removed;
   }
+}
+
+function sameOwner(a: ProcessIdentity | undefined, b: ProcessIdentity): boolean {
+  return a !== undefined && a.pid === b.pid && a.startTime === b.startTime;
+}
+
+function describe(status: FolderStatus): string {
+  return status.owner ? `${status.state} (by pid ${status.owner.pid})` : status.state;
+}
+
+/** The QEMU a record names. */
+export function processOf(record: VmRecord): ProcessIdentity {
+  return { pid: record.pid, startTime: record.startTime };
 }

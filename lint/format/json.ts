@@ -5,7 +5,13 @@
  */
 import type { FileResult } from "../types.ts";
 
-/** Formats `results` as one JSON object (one line). */
+/**
+ * Formats `results` as one JSON object (one line).
+ * @example
+ * ```ts
+ * console.log(formatJson(await lintFiles(["configuration.toml"])));
+ * ```
+ */
 export function formatJson(results: readonly FileResult[]): string {
   return JSON.stringify({
     files: results.map((f) => ({

@@ -31,7 +31,13 @@ function ruleDescriptor(rule: Rule) {
   };
 }
 
-/** Formats `results` as a SARIF 2.1.0 log (pretty-printed JSON). */
+/**
+ * Formats `results` as a SARIF 2.1.0 log (pretty-printed JSON).
+ * @example
+ * ```ts
+ * await Deno.writeTextFile("lint.sarif", formatSarif(await lintFiles(["configuration.toml"])));
+ * ```
+ */
 export function formatSarif(results: readonly FileResult[]): string {
   const ids = rules.map((r) => r.meta.id);
   const log = {

@@ -16,7 +16,13 @@ import { tomlSyntax } from "./toml_syntax.ts";
 import { unknownKey } from "./unknown_key.ts";
 import { vmCacheRequiresQemu } from "./vm_cache_requires_qemu.ts";
 
-/** All rules. */
+/**
+ * All rules.
+ * @example
+ * ```ts
+ * for (const rule of rules) console.log(rule.meta.id, rule.meta.severity);
+ * ```
+ */
 export const rules: readonly Rule[] = [
   tomlSyntax,
   templateRequiresQemuLite,

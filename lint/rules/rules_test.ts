@@ -3,6 +3,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { DEFAULT_QEMU_PATH } from "../../lib/config/builtin_default.ts";
 import { lintText } from "../lint_text.ts";
 import type { LintOptions, ProbeResult } from "../types.ts";
 import { rules } from "./mod.ts";
@@ -25,6 +26,7 @@ const GOOD = hv(QEMU_LITE + BOOT) + TPL;
 const probe = (path: string, r: ProbeResult): LintOptions => ({
   probeResults: new Map([[path, r]]),
 });
+const UPSTREAM = `path = "${DEFAULT_QEMU_PATH}"\n`;
 
 const TABLE: Record<string, { valid: Case[]; invalid: Case[] }> = {
   "toml-syntax": {
@@ -49,8 +51,8 @@ const TABLE: Record<string, { valid: Case[]; invalid: Case[] }> = {
       { code: GOOD },
       { code: hv('path = "/usr/bin/firecracker"\n' + BOOT) },
       {
-        code: hv('path = "/usr/bin/qemu-system-x86_64"\n' + BOOT) + TPL,
-        options: probe("/usr/bin/qemu-system-x86_64", "capable"),
+        code: hv(UPSTREAM + BOOT) + TPL,
+        options: probe(DEFAULT_QEMU_PATH, "capable"),
       },
     ],
     invalid: [
@@ -60,20 +62,27 @@ const TABLE: Record<string, { valid: Case[]; invalid: Case[] }> = {
         message: /not QEMU/,
       },
       {
-        code: hv('path = "/usr/bin/qemu-system-x86_64"\n' + BOOT) + TPL,
+        code: hv(UPSTREAM + BOOT) + TPL,
         expect: [["warning", 2, 1, 2, 37]],
         message: /QEMU >= 4\.1.*x-ignore-shared.*--probe/,
       },
       {
-        code: hv('path = "/usr/bin/qemu-system-x86_64"\n' + BOOT) + TPL,
-        options: probe("/usr/bin/qemu-system-x86_64", "incapable"),
+        code: hv(UPSTREAM + BOOT) + TPL,
+        options: probe(DEFAULT_QEMU_PATH, "incapable"),
         expect: [["error", 2, 1, 2, 37]],
         message: /lacks x-ignore-shared/,
       },
       {
-        code: hv('path = "/usr/bin/qemu-system-x86_64"\n' + BOOT) + TPL,
-        options: probe("/usr/bin/qemu-system-x86_64", "absent"),
+        code: hv(UPSTREAM + BOOT) + TPL,
+        options: probe(DEFAULT_QEMU_PATH, "absent"),
         expect: [["warning", 2, 1, 2, 37]],
+        message: /is not found on this host \(the Debian package qemu-system-x86 provides /,
+      },
+      {
+        code: hv('path = "/opt/q/qemu-system-x86_64"\n' + BOOT) + TPL,
+        options: probe("/opt/q/qemu-system-x86_64", "absent"),
+        expect: [["warning", 2, 1, 2, 35]],
+        message: /^\/opt\/q\/qemu-system-x86_64 is not found on this host .*qemu-system-x86/,
       },
       { code: hv(BOOT) + TPL, expect: [["warning", 1, 2, 1, 17]] },
       {

@@ -1,10 +1,9 @@
 /** Rule `template-requires-qemu-lite`. @module */
+import { DEFAULT_QEMU_PATH, QEMU_PACKAGE } from "../../lib/config/builtin_default.ts";
 import type { ConfigModel } from "../config_model.ts";
 import type { Rule } from "../types.ts";
 import { spanOf } from "./_span.ts";
 
-/** Kata's QEMU path when `[hypervisor.qemu]` has none. */
-const DEFAULT_QEMU = "/usr/bin/qemu-system-x86_64";
 const UPSTREAM = /^(qemu-system-|qemu-kvm$)/;
 
 /** The QEMU binary templating would use, when it is an upstream QEMU that `--probe` can check. */
@@ -16,7 +15,7 @@ export function probeCandidate(model: ConfigModel): string | undefined {
 
 function binaryOf(model: ConfigModel): string | undefined {
   return model.text(model.hypervisor("path")) ??
-    (model.hypervisorName === "qemu" ? DEFAULT_QEMU : undefined);
+    (model.hypervisorName === "qemu" ? DEFAULT_QEMU_PATH : undefined);
 }
 
 function basename(path: string): string {
@@ -82,7 +81,8 @@ export const templateRequiresQemuLite: Rule = {
         range,
         severity: "warning",
         message:
-          `${which} is not qemu-lite and is not on this host, so --probe could not check it; ${need}`,
+          `${which} is not found on this host (the Debian package ${QEMU_PACKAGE} provides ` +
+          `${DEFAULT_QEMU_PATH}), so --probe could not check it; ${need}`,
       });
     } else {
       ctx.report({

@@ -1,4 +1,5 @@
 /** Rule `vm-cache-requires-qemu`. @module */
+import { DEFAULT_QEMU_PATH } from "../../lib/config/builtin_default.ts";
 import type { Rule } from "../types.ts";
 import { spanOf } from "./_span.ts";
 
@@ -15,7 +16,7 @@ export const vmCacheRequiresQemu: Rule = {
       incorrect:
         '[hypervisor.firecracker]\npath = "/usr/bin/firecracker"\n\n[factory]\nvm_cache_number = 3\n',
       correct:
-        '[hypervisor.qemu]\npath = "/usr/bin/qemu-system-x86_64"\n\n[factory]\nvm_cache_number = 3\n',
+        `[hypervisor.qemu]\npath = "${DEFAULT_QEMU_PATH}"\n\n[factory]\nvm_cache_number = 3\n`,
     },
   },
   check(ctx) {

@@ -1,26 +1,17 @@
 /**
- * The template factory: `init` builds the template (and fills the clone pool), `getVm` clones
- * it, `destroy` removes it. A request the template cannot serve (stale template, a shape it
- * cannot reach) is said out loud and cold-booted, or refused with `strict`.
+ * The template's keeper: `init` builds the template (and fills the clone pool), `destroy` removes
+ * it, `status` describes it, `refill` tops the pool up. Clones come from {@link TemplateSource}
+ * through the one factory ({@link VmFactory}).
  * @module
  */
 import type { Settings } from "../config/settings.ts";
-import { UsageError, VmfactoryError } from "../errors.ts";
-import { stopQemu } from "../qemu/qemu_process.ts";
+import { UsageError } from "../errors.ts";
 import { type BootPlan, type BootPlanHooks, resolveBootPlan } from "../factory/boot_plan.ts";
-import { DirectFactory } from "../factory/direct_factory.ts";
-import type { FactoryStatus, VmFactory, VmRequest } from "../factory/vm_factory.ts";
-import { PhaseTimer, type VmRecord } from "../vm/vm_record.ts";
 import { withFileLock } from "../vm/file_lock.ts";
-import { recordFor, type VmStore } from "../vm/vm_store.ts";
-import {
-  buildTemplate,
-  planFromManifest,
-  removeLeftovers,
-  templateInputs,
-} from "./build_template.ts";
-import { ClonePool, startCloneProcess } from "./clone_pool.ts";
-import { finishClone, resumeClone } from "./clone_vm.ts";
+import type { VmStore } from "../vm/vm_store.ts";
+import { buildTemplate, removeLeftovers, templateInputs } from "./build_template.ts";
+import { ClonePool } from "./clone_pool.ts";
+import { type TemplateKeeper, TemplateSource } from "./template_source.ts";
 import {
   fallbackDir,
   findTemplate,
@@ -36,10 +27,8 @@ export const SHARED_MEMORY_NOTE =
   "note: clones share the template's memory copy-on-write; tenants that do not trust each other " +
   "can detect shared pages (CVE-2015-2877 class side channels). Use VMCache instead for them.";
 
-/** Options of the template factory. */
-export interface TemplateFactoryOptions {
-  /** Fail instead of cold-booting when the template cannot serve a request. */
-  strict?: boolean;
+/** Options of the template manager. */
+export interface TemplateManagerOptions {
   /** Warnings and notices (one line each). */
   log?: (line: string) => void;
   /** Progress of long work (guest build, template build). */
@@ -56,23 +45,36 @@ export interface InitResult {
   dir: string;
 }
 
-/** Clones VMs from the template of `settings`. */
-export class TemplateFactory implements VmFactory {
-  /** Always "template". */
-  readonly kind = "template";
+/**
+ * Keeps the template of `settings` and its clone pool.
+ * @example
+ * ```ts
+ * const template = new TemplateManager(settings, store);
+ * await template.init(); // builds the template unless a fresh one exists; fills the pool
+ * const vm = await new VmFactory(template.source()).getVm();
+ * await template.refill();
+ * ```
+ */
+export class TemplateManager implements TemplateKeeper {
   readonly #pool: ClonePool;
   #plan?: BootPlan;
 
-  /** A factory for `settings`, keeping VM folders in `store`. */
+  /** A manager for `settings`, keeping VM folders in `store`. */
   constructor(
     readonly settings: Settings,
     readonly store: VmStore,
-    readonly options: TemplateFactoryOptions = {},
+    readonly options: TemplateManagerOptions = {},
   ) {
-    this.#pool = new ClonePool(store);
+    this.#pool = new ClonePool(this);
   }
 
-  #log(line: string): void {
+  /** The source of clones of this template (pool first), for a {@link VmFactory}. */
+  source(): TemplateSource {
+    return new TemplateSource(this);
+  }
+
+  /** Writes a warning or notice line. */
+  log(line: string): void {
     (this.options.log ?? console.error)(line);
   }
 
@@ -83,7 +85,10 @@ export class TemplateFactory implements VmFactory {
 
   /** The complete template, if any, and what differs between it and the configuration. */
   async inspect(): Promise<{ template?: FoundTemplate; differences: string[] }> {
-    const template = findTemplate(this.settings.templatePath);
+    const template = findTemplate(
+      this.settings.templatePath,
+      (dir, reason) => this.log(`warning: ignoring the template in ${dir}: ${reason}`),
+    );
     if (!template) return { differences: [] };
     const differences = templateDifferences(template.manifest, templateInputs(await this.plan()));
     return { template, differences };
@@ -115,7 +120,7 @@ export class TemplateFactory implements VmFactory {
       );
     }
     const dir = await ensureTmpfs(this.settings.templatePath, plan.memoryMiB + 8);
-    if (dir.warning) this.#log(`warning: ${dir.warning}`);
+    if (dir.warning) this.log(`warning: ${dir.warning}`);
     await removeLeftovers(dir.path);
     if (template) await this.#removeFiles(template.files.dir);
     const manifest = await buildTemplate(plan, dir.path, this.options.hooks);
@@ -165,85 +170,6 @@ export class TemplateFactory implements VmFactory {
   }
 
   /**
-   * Clones a VM from the template (building the template first when there is none). Falls back
-   * to a cold boot with a warning when the template is stale or cannot reach the request's
-   * shape; with `strict`, throws instead.
-   */
-  async getVm(request: VmRequest): Promise<VmRecord> {
-    const timer = new PhaseTimer();
-    let { template, differences } = await this.inspect();
-    if (!template) {
-      this.#log("no template yet: building it first (vmfactory factory init)");
-      await this.init();
-      ({ template, differences } = await this.inspect());
-      if (!template) throw new VmfactoryError("clone a VM", "the template vanished after init");
-    }
-    const shape = template.manifest.shape;
-    const cpus = Math.max(request.cpus ?? shape.cpus, shape.cpus);
-    const memoryMiB = Math.max(request.memoryMiB ?? shape.memoryMiB, shape.memoryMiB);
-    if (cpus > shape.maxCpus) {
-      differences.push(`${cpus} vCPUs asked, the template can hot-add up to ${shape.maxCpus}`);
-    }
-    if (memoryMiB > shape.maxMemoryMiB) {
-      differences.push(`${memoryMiB} MiB asked, the template can grow to ${shape.maxMemoryMiB}`);
-    }
-    if (differences.length > 0) {
-      const why = differences.join("; ");
-      if (this.options.strict) {
-        throw new UsageError("clone a VM from the template", `${why} (--strict)`);
-      }
-      this.#log(`warning: cold-booting instead of cloning: ${why}`);
-      return await new DirectFactory(await this.plan(), this.store).getVm(request);
-    }
-    timer.mark("checkMs");
-    const plan = planFromManifest(template.manifest);
-    let claimed = await this.#pool.claim(template.manifest.id);
-    if (claimed) timer.mark("claimMs");
-    else {
-      const paths = await this.store.allocate();
-      let pid = 0;
-      try {
-        pid = await startCloneProcess(plan, template, paths);
-        timer.mark("spawnMs");
-        claimed = { paths, pid, agent: await resumeClone(template, paths, pid, timer) };
-      } catch (err) {
-        if (pid) await stopQemu({ pid, qmpSocket: paths.qmpSocket }, { graceMs: 300 });
-        await this.store.remove(paths.dir);
-        throw err;
-      }
-    }
-    const { paths, pid, agent } = claimed;
-    const hostname = request.hostname ?? `vm-${paths.id}`;
-    try {
-      const reached = await finishClone(
-        template,
-        paths,
-        agent,
-        { cpus, memoryMiB, hostname },
-        timer,
-      );
-      const record = recordFor(paths, {
-        pid,
-        source: "template",
-        cpus: reached.cpus,
-        memoryMiB: reached.memoryMiB,
-        hostname,
-        accel: plan.accel,
-        templateId: template.manifest.id,
-        timings: timer.done(),
-      });
-      await this.store.save(record);
-      return record;
-    } catch (err) {
-      await stopQemu({ pid, qmpSocket: paths.qmpSocket }, { graceMs: 300 });
-      await this.store.remove(paths.dir);
-      throw err;
-    } finally {
-      agent.close();
-    }
-  }
-
-  /**
    * Prepares pool clones until the configured pool size is reached (after a clone). Refills of
    * several processes take turns through a lock file, so the pool never overshoots.
    */
@@ -251,11 +177,7 @@ export class TemplateFactory implements VmFactory {
     return await this.#locked("pool", async () => {
       const template = findTemplate(this.settings.templatePath);
       if (!template) return 0;
-      return await this.#pool.topUp(
-        planFromManifest(template.manifest),
-        template,
-        this.settings.poolSize,
-      );
+      return await this.#pool.topUp(template.manifest.id, this.settings.poolSize);
     });
   }
 
@@ -266,20 +188,19 @@ export class TemplateFactory implements VmFactory {
   }
 
   /** Template presence, size, age, freshness (and why not), clones and pool. */
-  async status(): Promise<FactoryStatus> {
+  async status(): Promise<Record<string, unknown>> {
     const { template, differences } = await this.inspect();
-    const pool = this.#pool.entries();
     if (!template) {
       return {
-        kind: this.kind,
+        kind: "template",
         enabled: this.settings.enableTemplate,
         path: this.settings.templatePath,
         present: false,
-        pool: pool.length,
+        pool: this.#pool.entries().length,
       };
     }
     return {
-      kind: this.kind,
+      kind: "template",
       enabled: this.settings.enableTemplate,
       path: template.files.dir,
       present: true,
@@ -293,12 +214,7 @@ export class TemplateFactory implements VmFactory {
       shape: template.manifest.shape,
       accel: template.manifest.accel,
       clones: await this.clonesOf(template.manifest.id),
-      pool: pool.filter((e) => e.meta.templateId === template.manifest.id && e.meta.ready).length,
+      pool: this.#pool.entries(template.manifest.id).length,
     };
-  }
-
-  /** Nothing to release (pool processes outlive the factory on purpose). */
-  close(): Promise<void> {
-    return Promise.resolve();
   }
 }

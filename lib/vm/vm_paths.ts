@@ -1,0 +1,29 @@
+/** Where a VM's files live: every path derives from its folder, never from a record. @module */
+
+/** File locations inside one VM's folder. */
+export interface VmPaths {
+  /** VM id (the folder name). */
+  id: string;
+  /** The folder. */
+  dir: string;
+  /** QMP socket. */
+  qmpSocket: string;
+  /** Agent socket. */
+  agentSocket: string;
+  /** Serial console log. */
+  consoleLog: string;
+  /** QEMU pid file. */
+  pidFile: string;
+}
+
+/** Paths of a VM folder `dir` named `id`. */
+export function vmPaths(dir: string, id: string): VmPaths {
+  return {
+    id,
+    dir,
+    qmpSocket: `${dir}/qmp.sock`,
+    agentSocket: `${dir}/agent.sock`,
+    consoleLog: `${dir}/console.log`,
+    pidFile: `${dir}/qemu.pid`,
+  };
+}
