@@ -43,8 +43,3 @@ export class UsageError extends VmfactoryError {
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message || err.name : String(err);
 }
-
-/** `err` as "Cannot <action>: <its message>", keeping it as the `cause`. */
-export function wrapError(action: string, err: unknown): VmfactoryError {
-  return new VmfactoryError(action, errorMessage(err), { cause: err });
-}

@@ -3,6 +3,7 @@
  * positions. A syntax error (including a duplicate key) becomes `syntaxError`, never an exception.
  * @module
  */
+import { errorMessage } from "../lib/errors.ts";
 import { type AST, getStaticTOMLValue, ParseError, parseTOML } from "toml-eslint-parser";
 import type { Location } from "./types.ts";
 
@@ -123,7 +124,7 @@ function syntaxErrorOf(
       at: { path, line, column, endLine: line, endColumn: column + (word?.length || 1) },
     };
   }
-  const message = `Cannot parse: ${err instanceof Error ? err.message : String(err)}`;
+  const message = `Cannot parse: ${errorMessage(err)}`;
   return { message, at: { path, line: 1, column: 1, endLine: 1, endColumn: 1 } };
 }
 

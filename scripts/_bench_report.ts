@@ -185,7 +185,7 @@ function pathRows(r: BenchResults): string[][] {
       ]
       : []),
     sub("  bare `deno run` of an empty file", p.bareDenoRun),
-    full("VMCache fetch (CacheClientFactory.getVm)", p.cacheFetch),
+    full("VMCache fetch (VMCache-fetch source)", p.cacheFetch),
     sub("  of which GetBaseVM round trip", p.cacheFetch.getBaseVm),
     full("  cold boots inside the VMCache (refills)", p.coldInsideCache),
   ];

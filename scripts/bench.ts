@@ -16,6 +16,7 @@
  * Usage: scripts/deno task bench [--clones N] [--cold N] [--quick]
  * @module
  */
+import { DEFAULT_QEMU_PATH } from "../lib/config/builtin_default.ts";
 import { parseArgs } from "node:util";
 import { resolveBootPlan } from "../lib/factory/boot_plan.ts";
 import { processesWhere } from "../lib/process_identity.ts";
@@ -80,7 +81,7 @@ function benchOptions(args: string[]): BenchOptions {
 async function hostInfo(): Promise<HostInfo> {
   let qemu = "";
   try {
-    const v = await new Deno.Command("/usr/bin/qemu-system-x86_64", {
+    const v = await new Deno.Command(DEFAULT_QEMU_PATH, {
       args: ["--version"],
       stdout: "piped",
     }).output();

@@ -4,6 +4,7 @@
  * unmounts its tmpfs and deletes it, even when the test failed.
  * @module
  */
+import { DEFAULT_QEMU_PATH } from "../lib/config/builtin_default.ts";
 import { processesWhere, signalProcess } from "../lib/process_identity.ts";
 import { mergeSources } from "../lib/config/load_config.ts";
 import { type Settings, settingsFrom } from "../lib/config/settings.ts";
@@ -53,7 +54,7 @@ export interface ConfigValues {
 
 function configText(dir: string, v: ConfigValues): string {
   return `[hypervisor.qemu]
-path = "/usr/bin/qemu-system-x86_64"
+path = "${DEFAULT_QEMU_PATH}"
 default_memory = ${v.memoryMiB}
 default_vcpus = 1
 default_maxvcpus = 4

@@ -3,25 +3,15 @@
  * hint, never a stack trace; operational errors get no hint. No QEMU is started.
  * @module
  */
+import { runCli } from "./_cli.ts";
 import assert from "node:assert/strict";
 import { withFiles } from "./lint_helpers.ts";
 
-const ROOT = new URL("..", import.meta.url).pathname;
 const HINT = "(run with --help for usage)";
 /** A line of a JavaScript stack trace. */
 const STACK = /^\s+at /m;
 
-async function cli(args: string[], env: Record<string, string> = {}) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "cmd/main.ts", ...args],
-    cwd: ROOT,
-    env: { NO_COLOR: "1", KATA_CONF_FILE: "", ...env },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
+const cli = runCli;
 
 Deno.test("CLI: commander's usage errors exit 2 in every command, with the hint", async () => {
   const cases: [string[], RegExp][] = [

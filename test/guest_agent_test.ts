@@ -2,6 +2,7 @@
  * Boots the built-in guest in a real QEMU (TCG) and exercises every agent operation, reconnects,
  * garbage on the wire and the idle CPU cost. QEMU is started from a hand-written argument array.
  */
+import { DEFAULT_QEMU_PATH } from "../lib/config/builtin_default.ts";
 import assert from "node:assert/strict";
 import { AgentClient, waitForAgent } from "../lib/guest/agent_client.ts";
 import { encodeFrame, FrameDecoder, Op, Reply } from "../lib/guest/agent_frame.ts";
@@ -33,7 +34,7 @@ Deno.test("guest agent: boot, every operation, reconnect, garbage, idle cost", a
     const buildCached = performance.now() - t;
 
     const spawned = performance.now();
-    qemu = new Deno.Command("qemu-system-x86_64", {
+    qemu = new Deno.Command(DEFAULT_QEMU_PATH, {
       args: [
         ["-accel", "tcg", "-machine", "pc", "-nodefaults", "-no-user-config", "-display", "none"],
         ["-m", "256", "-kernel", image.kernel, "-initrd", image.initrd, "-append", image.append],

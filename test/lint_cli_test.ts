@@ -3,23 +3,12 @@
  * drop-ins, the built-in default and --probe.
  * @module
  */
+import { runCli } from "./_cli.ts";
 import assert from "node:assert/strict";
 import { DEFAULT_QEMU_PATH } from "../lib/config/builtin_default.ts";
 import { hostHasKataConfig, OWN_CONFIGS_DIR, tomlFiles, withFiles } from "./lint_helpers.ts";
 
-const ROOT = new URL("..", import.meta.url).pathname;
-
-async function lint(args: string[], env: Record<string, string> = {}) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "cmd/main.ts", "lint", ...args],
-    cwd: ROOT,
-    env: { NO_COLOR: "1", KATA_CONF_FILE: "", ...env },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
+const lint = (args: string[], env: Record<string, string> = {}) => runCli(["lint", ...args], env);
 
 const CLEAN = '[hypervisor.qemu]\npath = "/usr/bin/qemu-lite-system-x86_64"\ninitrd = "/i"\n';
 const BAD = CLEAN + 'image = "/img"\n[factory]\nenable_templates = true\n';

@@ -17,6 +17,14 @@ import type { VmRecord } from "../lib/vm/vm_record.ts";
 import { processOf, type VmStore } from "../lib/vm/vm_store.ts";
 import { qemuPidsWith, ROOT, vmEnv } from "./_vm_env.ts";
 
+const ok = () => Promise.resolve();
+const NO_AGENT = {
+  setClock: ok,
+  seedRng: ok,
+  setHostname: ok,
+  close() {},
+} as unknown as AgentClient;
+
 /** "Boots" a QEMU that never runs a guest (`-S`, no kernel): real process, QMP, ~0.2 s. */
 class BareQemuSource implements VmSource {
   readonly kind = "bare-qemu";
@@ -42,7 +50,7 @@ class BareQemuSource implements VmSource {
     });
     return {
       pending,
-      agent: { close() {} } as unknown as AgentClient, // no guest, no agent
+      agent: NO_AGENT, // no guest: personalization has nothing to set
       size: { cpus: 1, memoryMiB: 16 },
       origin: "direct",
       accel: "tcg",

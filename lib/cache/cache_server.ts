@@ -21,7 +21,7 @@
 
 import http2 from "node:http2";
 import type { ServiceDefinition } from "@grpc/grpc-js";
-import { UsageError, VmfactoryError } from "../errors.ts";
+import { errorMessage, UsageError, VmfactoryError } from "../errors.ts";
 import { type ConnDuplex, connDuplex } from "./_conn_duplex.ts";
 import { GoawayFilter } from "./_h2_goaway_filter.ts";
 import { CacheClient } from "./cache_client.ts";
@@ -122,7 +122,7 @@ export async function startCacheServer(options: CacheServerOptions): Promise<Cac
         }
         return {
           code: Code.Unavailable,
-          error: `the cache failed to provide a VM: ${message(err)}`,
+          error: `the cache failed to provide a VM: ${errorMessage(err)}`,
         };
       }
       if (stream.closed || stream.destroyed || conn.gone.aborted) {
@@ -176,13 +176,13 @@ export async function startCacheServer(options: CacheServerOptions): Promise<Cac
           const conn = connections.get(stream.session!)!;
           reply = await handler(stream, parseGrpcTimeout(headers["grpc-timeout"]), conn);
         } catch (err) {
-          reply = { code: Code.Internal, error: `${name} failed: ${message(err)}` };
+          reply = { code: Code.Internal, error: `${name} failed: ${errorMessage(err)}` };
         }
       }
       send(stream, reply);
     });
   });
-  h2.on("error", (err) => log(`server error: ${message(err)}`));
+  h2.on("error", (err) => log(`server error: ${errorMessage(err)}`));
   const serve = (conn: Deno.Conn) => {
     const filter = new GoawayFilter();
     const c = connDuplex(conn, { incoming: (chunk) => filter.push(chunk) });
@@ -201,7 +201,7 @@ export async function startCacheServer(options: CacheServerOptions): Promise<Cac
         serve(await listener.accept());
       } catch (err) {
         if (shutdown.signal.aborted) break;
-        log(`cannot accept a connection: ${message(err)}`);
+        log(`cannot accept a connection: ${errorMessage(err)}`);
         await new Promise((r) => setTimeout(r, 100)); // out of descriptors, say: do not spin
       }
     }
@@ -233,7 +233,7 @@ export async function startCacheServer(options: CacheServerOptions): Promise<Cac
       try {
         cb();
       } catch (err) {
-        log(`onQuit callback failed: ${message(err)}`);
+        log(`onQuit callback failed: ${errorMessage(err)}`);
       }
     }
     await close();
@@ -296,10 +296,6 @@ function onClose(stream: Stream): AbortSignal {
   return ac.signal;
 }
 
-function message(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
 /** Creates the parent folder, replaces a stale socket, refuses a live one or a non-socket file. */
 async function prepareSocketPath(socketPath: string, log: (line: string) => void): Promise<void> {
   Deno.mkdirSync(parentOf(socketPath), { recursive: true, mode: 0o700 });
@@ -317,7 +313,7 @@ async function prepareSocketPath(socketPath: string, log: (line: string) => void
     conn.close();
   } catch (err) {
     if (!(err instanceof Deno.errors.ConnectionRefused)) {
-      throw new VmfactoryError(action, `cannot probe ${socketPath}: ${message(err)}`);
+      throw new VmfactoryError(action, `cannot probe ${socketPath}: ${errorMessage(err)}`);
     }
     log(`replacing stale socket ${socketPath} (nothing listens on it)`);
     Deno.removeSync(socketPath);
@@ -351,7 +347,7 @@ function listenPrivately(socketPath: string): Deno.UnixListener {
         cause: err,
       });
     }
-    throw new VmfactoryError(action, `cannot listen on ${socketPath}: ${message(err)}`, {
+    throw new VmfactoryError(action, `cannot listen on ${socketPath}: ${errorMessage(err)}`, {
       cause: err,
     });
   } finally {

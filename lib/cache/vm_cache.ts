@@ -1,22 +1,22 @@
 /**
- * The VMCache: keeps `size` VMs of a base source booted and ready (folders `cached`, owned by this
- * process), offers one per request and refills in the background. A boot that fails is logged
+ * The VMCache: keeps `size` VMs of a base source booted and ready (made by the one factory over
+ * that source and committed `cached`, owned by this process: personalized once, so the guest code
+ * a taker's personalization runs is warm), offers one per request and refills in the background. A boot that fails is logged
  * and retried with exponential backoff; it never closes the cache. `close` destroys the VMs still
  * cached, never one offered or handed out. {@link cacheVmSource} adapts it to the gRPC server;
  * the taker adopts the offered VM ({@link VmStore.adopt}) and the one factory makes it its own.
  * @module
  */
 import { errorMessage, VmfactoryError } from "../errors.ts";
-import type { SourceVm, VmSource } from "../factory/vm_source.ts";
+import { VmFactory } from "../factory/vm_factory.ts";
+import type { VmSource } from "../factory/vm_source.ts";
 import { selfIdentity } from "../process_identity.ts";
-import { PhaseTimer, recordFor, type VmRecord } from "../vm/vm_record.ts";
+import type { VmRecord } from "../vm/vm_record.ts";
 import type { VmStore } from "../vm/vm_store.ts";
 import type { CacheVm, CacheVmSource } from "./cache_vm_source.ts";
 
 /** What the cache does with its VMs' folders; {@link storeKeeper} is the real one. */
 export interface CacheKeeper {
-  /** Makes a VM just acquired a cached one (its folder `cached`); returns its record. */
-  keep(vm: SourceVm): Promise<VmRecord>;
   /** Offers a cached VM to a taker (`cached` → `offered`); returns its record. */
   offer(record: VmRecord): Promise<VmRecord>;
   /** Takes an offered VM back (`offered` → `cached`); false when the taker already adopted it. */
@@ -28,26 +28,6 @@ export interface CacheKeeper {
 /** The keeper of a VMCache server's VMs in `store`. */
 export function storeKeeper(store: VmStore): CacheKeeper {
   return {
-    async keep(vm) {
-      vm.agent.close(); // the agent sleeps until the taker connects
-      const { pending } = vm;
-      const record = recordFor(pending.paths, {
-        pid: pending.process!.pid,
-        startTime: pending.process!.startTime,
-        source: "cache",
-        cpus: vm.size.cpus,
-        memoryMiB: vm.size.memoryMiB,
-        hostname: `vm-${pending.paths.id}`,
-        accel: vm.accel,
-        timings: { totalMs: 0, phases: {} },
-      });
-      try {
-        await pending.commit("cached", record);
-      } finally {
-        await pending.dispose();
-      }
-      return record;
-    },
     offer: (record) => store.offer(record.id),
     giveBack: (record) => store.giveBack(record.id),
     async destroy(record) {
@@ -95,7 +75,7 @@ const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
 /** Keeps VMs of a base source ready; fills itself from construction until {@link close}. */
 export class VmCache {
-  readonly #base: VmSource;
+  readonly #factory: VmFactory;
   readonly #opts: Required<Omit<VmCacheOptions, "log">> & { log: (line: string) => void };
   readonly #ready: Entry[] = [];
   readonly #waiters: Waiter[] = [];
@@ -111,7 +91,7 @@ export class VmCache {
   /** A cache of `options.size` VMs from `base`; starts booting at once. */
   constructor(base: VmSource, options: VmCacheOptions) {
     if (!(options.size > 0)) throw new RangeError("VmCache size must be > 0");
-    this.#base = base;
+    this.#factory = new VmFactory(base, { strict: true });
     this.#opts = {
       size: options.size,
       keeper: options.keeper,
@@ -241,10 +221,7 @@ export class VmCache {
     const started = performance.now();
     let record: VmRecord;
     try {
-      const supply = await this.#base.prepare({});
-      const vm = await supply.acquire(supply.shape, new PhaseTimer());
-      if (!vm) throw new VmfactoryError("boot a VM for the cache", "the source has none");
-      record = await this.#opts.keeper.keep(vm);
+      record = await this.#factory.make({}, { as: "cached", origin: "cache" });
     } catch (err) {
       if (this.#closing) return;
       this.#failures++;

@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import type { SourceSupply, SourceVm, VmSource } from "../factory/vm_source.ts";
 import type { AgentClient } from "../guest/agent_client.ts";
-import type { VmRecord } from "../vm/vm_record.ts";
 import type { PendingVm } from "../vm/vm_store.ts";
 import { CacheClosedError, type CacheKeeper, VmCache } from "./vm_cache.ts";
 
@@ -26,12 +25,17 @@ class FakeSource implements VmSource {
       throw new Error("injected boot failure");
     }
     const id = `vm${++this.booted}`;
+    const dir = `/nonexistent/${id}`;
+    const pending = {
+      paths: { id, dir, qmpSocket: "", agentSocket: "", consoleLog: "", pidFile: "" },
+      process: { pid: 1000 + this.booted, startTime: 1 },
+      commit: () => Promise.resolve(),
+      dispose: () => Promise.resolve(),
+    };
+    const ok = () => Promise.resolve();
     return {
-      pending: {
-        paths: { id },
-        process: { pid: 1000 + this.booted, startTime: 1 },
-      } as unknown as PendingVm,
-      agent: { close() {} } as unknown as AgentClient,
+      pending: pending as unknown as PendingVm,
+      agent: { setClock: ok, seedRng: ok, setHostname: ok, close() {} } as unknown as AgentClient,
       size: { cpus: 1, memoryMiB: 256 },
       origin: "direct",
       accel: "tcg",
@@ -44,25 +48,6 @@ function fakeKeeper() {
   const offered: string[] = [];
   const destroyed: string[] = [];
   const keeper: CacheKeeper = {
-    keep: (vm) =>
-      Promise.resolve(
-        {
-          id: vm.pending.paths.id,
-          pid: vm.pending.process!.pid,
-          startTime: 1,
-          source: "cache",
-          cpus: 1,
-          memoryMiB: 256,
-          hostname: `vm-${vm.pending.paths.id}`,
-          createdAt: new Date().toISOString(),
-          dir: `/nonexistent/${vm.pending.paths.id}`,
-          qmpSocket: "",
-          agentSocket: "",
-          consoleLog: "",
-          accel: "tcg",
-          timings: { totalMs: 0, phases: {} },
-        } satisfies VmRecord,
-      ),
     offer: (r) => {
       offered.push(r.id);
       return Promise.resolve(r);

@@ -4,7 +4,7 @@
  * @module
  */
 import { parse, TomlError } from "smol-toml";
-import { UsageError } from "../errors.ts";
+import { errorMessage, UsageError } from "../errors.ts";
 import { BUILTIN_DEFAULT_TOML, BUILTIN_PATH } from "./builtin_default.ts";
 import { type KeySpan, locateKeys, pathKey } from "./_locate_keys.ts";
 import { dropInPaths, resolveConfigPath } from "./resolve_config_path.ts";
@@ -116,7 +116,7 @@ async function readSource(path: string): Promise<ConfigSource> {
   try {
     return { path, text: await Deno.readTextFile(path) };
   } catch (err) {
-    throw new UsageError(`read ${path}`, err instanceof Error ? err.message : String(err));
+    throw new UsageError(`read ${path}`, errorMessage(err), { cause: err });
   }
 }
 

@@ -2,6 +2,7 @@
  * The typed, defaulted settings the factory uses, read from a {@link LoadedConfig}.
  * @module
  */
+import type { Accel } from "../qemu/qemu_command.ts";
 import { UsageError } from "../errors.ts";
 import { DEFAULT_QEMU_PATH } from "./builtin_default.ts";
 import {
@@ -31,7 +32,7 @@ export interface Settings {
   templatePath: string;
   vmCacheNumber: number;
   vmCacheEndpoint: string;
-  accel: "kvm" | "tcg" | "auto";
+  accel: Accel | "auto";
   stateDir: string;
   /** "builtin": the tool supplies kernel + initrd; "config": the configured ones. */
   guest: "builtin" | "config";

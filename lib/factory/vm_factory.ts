@@ -17,7 +17,7 @@
 import { VmfactoryError } from "../errors.ts";
 import type { AgentClient } from "../guest/agent_client.ts";
 import { personalize } from "../vm/personalize.ts";
-import { PhaseTimer, recordFor, type VmRecord } from "../vm/vm_record.ts";
+import { PhaseTimer, recordFor, type VmOrigin, type VmRecord } from "../vm/vm_record.ts";
 import { hotAdd, onlineHotAdded } from "./hot_add.ts";
 import {
   type Size,
@@ -49,8 +49,13 @@ export interface VmFactoryOptions {
 
 /** How {@link VmFactory.make} ends a VM's creation. */
 export interface MakeOptions {
-  /** The folder state to commit: "owned" (the caller's VM, default) or "pooled". */
-  as?: "owned" | "pooled";
+  /**
+   * The folder state to commit: "owned" (the caller's VM, default), "pooled" (the clone pool) or
+   * "cached" (a VMCache, which this process then owns).
+   */
+  as?: "owned" | "pooled" | "cached";
+  /** The record's `source` (default: the source's origin). */
+  origin?: VmOrigin;
   /** Run one command in the guest before committing (warms the code paths of a pooled clone). */
   warm?: boolean;
 }
@@ -83,7 +88,10 @@ export class VmFactory {
     return this.make(request);
   }
 
-  /** {@link VmFactory.getVm} with the end state chosen: the clone pool makes its VMs here too. */
+  /**
+   * {@link VmFactory.getVm} with the end state chosen: the clone pool and the VMCache make their
+   * VMs here too, so every VM passes through the same steps.
+   */
   async make(request: VmRequest, options: MakeOptions = {}): Promise<VmRecord> {
     const timer = new PhaseTimer();
     let { supply, source } = await this.#prepare(request);
@@ -115,7 +123,7 @@ export class VmFactory {
       const record = recordFor(pending.paths, {
         pid: pending.process!.pid,
         startTime: pending.process!.startTime,
-        source: vm.origin,
+        source: options.origin ?? vm.origin,
         cpus: reached.cpus,
         memoryMiB: reached.memoryMiB,
         hostname,

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import type { AgentClient } from "../guest/agent_client.ts";
-import { identify, isAlive, type ProcessIdentity } from "../process_identity.ts";
+import { isAlive, type ProcessIdentity } from "../process_identity.ts";
+import { FakeProcesses } from "../../test/fake_processes.ts";
 import { VmStore } from "../vm/vm_store.ts";
 import { VmFactory } from "./vm_factory.ts";
 import {
@@ -39,7 +40,7 @@ class FakeSource implements VmSource {
   constructor(
     readonly kind: string,
     readonly store: VmStore,
-    readonly children: Deno.ChildProcess[],
+    readonly fakes: FakeProcesses,
     readonly failOn?: string,
   ) {}
   prepare(request: VmRequest): Promise<SourceSupply> {
@@ -51,9 +52,7 @@ class FakeSource implements VmSource {
   }
   async #acquire(size: Size): Promise<SourceVm> {
     const pending = await this.store.allocate();
-    const child = new Deno.Command("sleep", { args: ["600"] }).spawn();
-    this.children.push(child);
-    pending.process = identify(child.pid)!;
+    pending.process = this.fakes.spawn();
     this.processes.push(pending.process);
     return {
       pending,
@@ -69,17 +68,12 @@ class FakeSource implements VmSource {
 
 async function fixture() {
   const dir = await Deno.makeTempDir({ prefix: "vmf-factory-" });
-  const children: Deno.ChildProcess[] = [];
+  const fakes = new FakeProcesses();
   return {
     store: new VmStore(dir),
-    children,
+    fakes,
     async [Symbol.asyncDispose]() {
-      for (const c of children) {
-        try {
-          c.kill("SIGKILL");
-        } catch { /* gone */ }
-        await c.status;
-      }
+      await fakes[Symbol.asyncDispose]();
       await Deno.remove(dir, { recursive: true });
     },
   };
@@ -87,7 +81,7 @@ async function fixture() {
 
 Deno.test("factory: personalizes once (boot_id for clones), commits the record owned", async () => {
   await using f = await fixture();
-  const source = new FakeSource("clone", f.store, f.children);
+  const source = new FakeSource("clone", f.store, f.fakes);
   const factory = new VmFactory(source);
   const record = await factory.getVm({ hostname: "web-1" });
   assert.deepEqual(source.calls.sort(), [
@@ -107,7 +101,7 @@ Deno.test("factory: personalizes once (boot_id for clones), commits the record o
 
 Deno.test("factory: a failed step stops the VM and leaves no folder", async () => {
   await using f = await fixture();
-  const source = new FakeSource("clone", f.store, f.children, "setHostname");
+  const source = new FakeSource("clone", f.store, f.fakes, "setHostname");
   await assert.rejects(new VmFactory(source).getVm(), /setHostname failed/);
   assert.ok(!isAlive(source.processes[0]), "its QEMU is stopped");
   assert.deepEqual(f.store.folders(), []);
@@ -116,9 +110,9 @@ Deno.test("factory: a failed step stops the VM and leaves no folder", async () =
 
 Deno.test("factory: an unfit source falls back with the reason, or fails when strict", async () => {
   await using f = await fixture();
-  const primary = new FakeSource("template", f.store, f.children);
+  const primary = new FakeSource("template", f.store, f.fakes);
   primary.unfit = "the template is stale: kernel changed";
-  const direct = new FakeSource("direct", f.store, f.children);
+  const direct = new FakeSource("direct", f.store, f.fakes);
   const lines: string[] = [];
   const factory = new VmFactory(primary, {
     fallback: () => Promise.resolve(direct),
@@ -148,7 +142,7 @@ Deno.test("factory: an unfit source falls back with the reason, or fails when st
 
 Deno.test("factory: concurrent requests each get their own VM", async () => {
   await using f = await fixture();
-  const factory = new VmFactory(new FakeSource("clone", f.store, f.children));
+  const factory = new VmFactory(new FakeSource("clone", f.store, f.fakes));
   const records = await Promise.all(Array.from({ length: 6 }, () => factory.getVm()));
   assert.equal(new Set(records.map((r) => r.id)).size, 6);
   assert.equal(new Set(records.map((r) => r.pid)).size, 6);
@@ -157,7 +151,7 @@ Deno.test("factory: concurrent requests each get their own VM", async () => {
 
 Deno.test("factory: pooled VMs are made the same way and committed pooled", async () => {
   await using f = await fixture();
-  const source = new FakeSource("clone", f.store, f.children);
+  const source = new FakeSource("clone", f.store, f.fakes);
   const record = await new VmFactory(source).make({}, { as: "pooled", warm: true });
   assert.ok(source.calls.includes("exec"), "warmed");
   const status = f.store.status(f.store.pathsOf(record.id));

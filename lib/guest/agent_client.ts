@@ -5,6 +5,7 @@
  * client waits until the first closes.
  * @module
  */
+import { errorMessage } from "../errors.ts";
 import { sleep } from "../poll_until.ts";
 import { type CheapTimer, cheapTimer, withTimeout } from "../cheap_timer.ts";
 import { AgentError } from "./agent_error.ts";
@@ -116,7 +117,7 @@ export class AgentClient {
       connecting.then((c) => c.close(), () => {});
       throw new AgentError(
         "connect to the guest agent",
-        `${socketPath}: ${error instanceof Error ? error.message || error.name : error}`,
+        `${socketPath}: ${errorMessage(error)}`,
         "connect",
         { cause: error },
       );
@@ -361,7 +362,7 @@ export async function waitForAgent(
   throw new AgentError(
     "reach the guest agent",
     `no answer on ${socketPath} before the deadline${
-      lastError instanceof Error ? ` (last: ${lastError.message})` : ""
+      lastError === undefined ? "" : ` (last: ${errorMessage(lastError)})`
     }`,
     "timeout",
     { cause: lastError },

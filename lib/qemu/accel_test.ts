@@ -1,8 +1,9 @@
+import { DEFAULT_QEMU_PATH } from "../config/builtin_default.ts";
 import assert from "node:assert/strict";
 import { bannerProbeArgs, cachedAccel, probeSerial, resolveAccel } from "./accel.ts";
 import { UsageError } from "../errors.ts";
 
-const qemuBinary = "/usr/bin/qemu-system-x86_64";
+const qemuBinary = DEFAULT_QEMU_PATH;
 const kernel = [...Deno.readDirSync("/boot")].map((e) => `/boot/${e.name}`)
   .find((p) => p.startsWith("/boot/vmlinuz-")) ?? "/boot/vmlinuz";
 

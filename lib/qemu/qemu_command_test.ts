@@ -1,8 +1,9 @@
+import { DEFAULT_QEMU_PATH } from "../config/builtin_default.ts";
 import assert from "node:assert/strict";
 import { buildQemuArgs, type QemuSpec } from "./qemu_command.ts";
 
 const base: QemuSpec = {
-  binary: "/usr/bin/qemu-system-x86_64",
+  binary: DEFAULT_QEMU_PATH,
   accel: "tcg",
   cpus: 1,
   memoryMiB: 256,
@@ -16,7 +17,7 @@ const base: QemuSpec = {
 };
 
 const head = [
-  "/usr/bin/qemu-system-x86_64",
+  DEFAULT_QEMU_PATH,
   "-nodefaults",
   "-no-user-config",
   "-display",

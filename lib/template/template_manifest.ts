@@ -3,6 +3,7 @@
  * written last, atomically); a clone uses it only when every input still matches.
  * @module
  */
+import type { Accel } from "../qemu/qemu_command.ts";
 import type { MachineShape } from "../factory/boot_plan.ts";
 
 /** Identity of an input file: a change in size or modification time marks the template stale. */
@@ -35,7 +36,7 @@ export interface TemplateManifest {
   /** Kernel command line. */
   append: string;
   /** Accelerator the template ran with (clones must use the same). */
-  accel: "kvm" | "tcg";
+  accel: Accel;
   /** Machine shape. */
   shape: MachineShape;
   /** Size of the saved device state in bytes. */
@@ -55,7 +56,7 @@ export interface TemplateInputs {
   /** Kernel command line. */
   append: string;
   /** Accelerator (a template built under KVM cannot be restored under TCG, and vice versa). */
-  accel: "kvm" | "tcg";
+  accel: Accel;
   /** Machine shape. */
   shape: MachineShape;
 }

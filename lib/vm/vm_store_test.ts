@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { identify, isAlive, type ProcessIdentity } from "../process_identity.ts";
+import { isAlive } from "../process_identity.ts";
+import { FakeProcesses } from "../../test/fake_processes.ts";
 import { recordFor } from "./vm_record.ts";
 import { FolderStateError, type PendingVm, VmStore } from "./vm_store.ts";
 
@@ -7,30 +8,20 @@ import { FolderStateError, type PendingVm, VmStore } from "./vm_store.ts";
 async function fixture() {
   const dir = await Deno.makeTempDir({ prefix: "vmf-store-" });
   const store = new VmStore(dir);
-  const children: Deno.ChildProcess[] = [];
-  const spawn = (): ProcessIdentity => {
-    const child = new Deno.Command("sleep", { args: ["600"], stdout: "null" }).spawn();
-    children.push(child);
-    return identify(child.pid)!;
-  };
+  const processes = new FakeProcesses();
   /** A folder moved to `state` holding a live fake QEMU. */
   const make = async (state: "pooled" | "cached" | "owned", templateId?: string) => {
     const pending = await store.allocate();
-    pending.process = spawn();
+    pending.process = processes.spawn();
     await pending.commit(state, recordOf(pending), { templateId });
     return pending.paths;
   };
   return {
     store,
-    spawn,
+    spawn: () => processes.spawn(),
     make,
     async [Symbol.asyncDispose]() {
-      for (const c of children) {
-        try {
-          c.kill("SIGKILL");
-        } catch { /* gone */ }
-        await c.status;
-      }
+      await processes[Symbol.asyncDispose]();
       await Deno.remove(dir, { recursive: true });
     },
   };
