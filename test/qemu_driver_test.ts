@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { buildQemuArgs, type QemuSpec } from "../lib/qemu/qemu_command.ts";
-import { QmpClient, QmpDisconnectedError, type QmpEvent } from "../lib/qemu/qmp_client.ts";
+import { QmpDisconnectedError, type QmpEvent } from "../lib/qemu/qmp_client.ts";
 import { connectQmp, readPidFile, startQemu, stopQemu } from "../lib/qemu/qemu_process.ts";
 import {
   identify,
@@ -68,7 +68,7 @@ Deno.test("start, query-status, STOP/RESUME events, quit", async () => {
     const pid = await box.start(spec);
     assert.ok(isAlive(pid));
     assert.ok(!isAlive({ ...pid, startTime: pid.startTime + 1 }), "a reused pid is not this VM");
-    const qmp = await QmpClient.connect(spec.qmpSocket);
+    const qmp = await connectQmp(spec.qmpSocket);
     assert.equal(qmp.version.split(".")[0], "7");
     assert.deepEqual(await qmp.execute("query-status"), {
       status: "prelaunch",
@@ -97,7 +97,7 @@ Deno.test("kill -9 rejects every pending call; stopQemu falls back to signals", 
   try {
     const spec = box.spec();
     const pid = await box.start(spec);
-    const qmp = await QmpClient.connect(spec.qmpSocket);
+    const qmp = await connectQmp(spec.qmpSocket);
     Deno.kill(pid.pid, "SIGKILL");
     const calls = ["query-status", "query-cpus-fast", "query-name"].map((c) => qmp.execute(c));
     for (const result of await Promise.allSettled(calls)) {
@@ -109,7 +109,7 @@ Deno.test("kill -9 rejects every pending call; stopQemu falls back to signals", 
     // a QEMU whose QMP is held by another client is still stopped (by SIGTERM)
     const spec2 = box.spec();
     const pid2 = await box.start(spec2);
-    const holder = await QmpClient.connect(spec2.qmpSocket);
+    const holder = await connectQmp(spec2.qmpSocket);
     try {
       await stopQemu({ process: pid2, qmpSocket: spec2.qmpSocket }, { graceMs: 300 });
       assert.ok(!isAlive(pid2));
@@ -184,7 +184,7 @@ await new Promise((resolve) => setTimeout(resolve, 60_000));
     await child.status;
     await reader.cancel();
     assert.ok(isAlive(qemu), "QEMU died with its starter");
-    const qmp = await QmpClient.connect(spec.qmpSocket);
+    const qmp = await connectQmp(spec.qmpSocket);
     assert.equal((await qmp.execute<{ status: string }>("query-status")).status, "prelaunch");
     await stopQemu({ process: qemu, qmpSocket: spec.qmpSocket, qmp });
     assert.ok(!isAlive(qemu));
@@ -216,7 +216,7 @@ Deno.test("template save and clone load (x-ignore-shared) with hotplug headroom"
 
     const tplSpec = box.spec({ ...shape, memory: { kind: "file", path: memory, share: true } });
     const tplPid = await box.start(tplSpec);
-    const tpl = await QmpClient.connect(tplSpec.qmpSocket);
+    const tpl = await connectQmp(tplSpec.qmpSocket);
     await tpl.execute("migrate-set-capabilities", caps);
     await tpl.execute("migrate", { uri: `exec:cat > ${state}` });
     await waitFor(async () => {
@@ -235,7 +235,7 @@ Deno.test("template save and clone load (x-ignore-shared) with hotplug headroom"
       paused: false,
     });
     const clonePid = await box.start(cloneSpec);
-    const clone = await QmpClient.connect(cloneSpec.qmpSocket);
+    const clone = await connectQmp(cloneSpec.qmpSocket);
     await clone.execute("migrate-set-capabilities", caps);
     await clone.execute("migrate-incoming", { uri: `exec:cat ${state}` });
     await waitFor(async () => {
