@@ -5,7 +5,8 @@
 import type { Settings } from "../config/settings.ts";
 import { VmfactoryError } from "../errors.ts";
 import { type AgentClient, waitForAgent } from "../guest/agent_client.ts";
-import type { ProcessIdentity } from "../process_identity.ts";
+import { pollUntil } from "../poll_until.ts";
+import { isAlive, type ProcessIdentity } from "../process_identity.ts";
 import { buildQemuArgs } from "../qemu/qemu_command.ts";
 import { readLogTail, startQemu } from "../qemu/qemu_process.ts";
 import type { PhaseTimer } from "../vm/vm_record.ts";
@@ -38,12 +39,28 @@ export async function spawnVm(
 }
 
 /**
- * Waits until a booting VM's agent answers (up to {@link BOOT_TIMEOUT_MS}); on failure the error
- * carries the last lines of the guest console.
+ * Waits until a booting VM's agent answers (up to {@link BOOT_TIMEOUT_MS}); fails at once when
+ * `watch.process` (its QEMU) exits or `watch.signal` aborts. On failure the error carries the last
+ * lines of the guest console.
  */
-export async function waitForBoot(paths: VmPaths, action: string): Promise<AgentClient> {
+export async function waitForBoot(
+  paths: VmPaths,
+  action: string,
+  watch: { process?: ProcessIdentity; signal?: AbortSignal } = {},
+): Promise<AgentClient> {
+  let settled = false;
+  const agent = waitForAgent(paths.agentSocket, { deadline: Date.now() + BOOT_TIMEOUT_MS });
+  const gone = pollUntil(() => {
+    if (settled) return "";
+    if (watch.signal?.aborted) return "interrupted";
+    if (watch.process && !isAlive(watch.process)) return "QEMU exited";
+    return undefined;
+  }, { timeoutMs: BOOT_TIMEOUT_MS + 1000, intervalMs: 50 });
   try {
-    return await waitForAgent(paths.agentSocket, { deadline: Date.now() + BOOT_TIMEOUT_MS });
+    const first = await Promise.race([agent, gone]);
+    if (typeof first === "object") return first;
+    agent.then((a) => a.close(), () => {}); // answered after all: nobody's any more
+    throw new Error(first ?? "no answer");
   } catch (err) {
     const tail = await readLogTail(paths.consoleLog, 3);
     throw new VmfactoryError(
@@ -51,6 +68,8 @@ export async function waitForBoot(paths: VmPaths, action: string): Promise<Agent
       `${(err as Error).message}${tail ? `; console: ${tail}` : ""}`,
       { cause: err },
     );
+  } finally {
+    settled = true;
   }
 }
 
@@ -106,7 +125,7 @@ export class DirectSource implements VmSource {
     try {
       pending.process = await spawnVm(this.plan, pending.paths, size);
       timer.mark("spawnMs");
-      const agent = await waitForBoot(pending.paths, "boot a VM");
+      const agent = await waitForBoot(pending.paths, "boot a VM", { process: pending.process });
       timer.mark("bootMs");
       return { pending, agent, size, origin: "direct", accel: this.plan.accel, sharesBoot: false };
     } catch (err) {

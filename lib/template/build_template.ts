@@ -111,7 +111,10 @@ export async function buildTemplate(
       qmpSocket: paths.qmpSocket,
     });
     hooks.signal?.throwIfAborted();
-    const agent = await waitForBoot(paths, "boot the template VM");
+    const agent = await waitForBoot(paths, "boot the template VM", {
+      process,
+      signal: hooks.signal,
+    });
     timer.mark("bootMs");
     hooks.onPhase?.("let the guest settle");
     await sleep(SETTLE_MS);
