@@ -3,6 +3,8 @@ import { loadConfig, type LoadedConfig } from "../lib/config/load_config.ts";
 import { UsageError } from "../lib/errors.ts";
 import { sha256Hex } from "../lib/sha256_hex.ts";
 import { type Settings, settingsFrom } from "../lib/config/settings.ts";
+import { ensurePrivateDir } from "../lib/private_dir.ts";
+import { writeFileAtomic } from "../lib/vm/atomic_write.ts";
 import { VmStore } from "../lib/vm/vm_store.ts";
 
 /** Settings and the VM store of the effective configuration. */
@@ -15,10 +17,19 @@ export interface CommandContext {
   loaded: LoadedConfig;
 }
 
-/** Loads the configuration (`--config`, then Kata's lookup, then the built-in default). */
+/**
+ * Loads the configuration (`--config`, then Kata's lookup, then the built-in default) and makes
+ * sure the state directory is private to this user (created 0700; one that is another user's, a
+ * symbolic link or writable by others is refused with exit 2). Its sub-folders (`vms/`,
+ * `guest/`, `lint-ok/`) are protected by it.
+ */
 export async function commandContext(opts: { config?: string }): Promise<CommandContext> {
   const loaded = await loadConfig({ config: opts.config, env: Deno.env.toObject() });
   const settings = settingsFrom(loaded);
+  ensurePrivateDir(settings.stateDir, {
+    what: "state directory",
+    hint: "set VMFACTORY_STATE_DIR or [vmfactory] state_dir to a folder of your own",
+  });
   return { settings, store: new VmStore(settings.stateDir), loaded };
 }
 
@@ -56,8 +67,8 @@ export async function requireLintClean(
       `the linter rejects it:\n${formatText(results, { color: false })}`,
     );
   }
-  Deno.mkdirSync(`${ctx.settings.stateDir}/lint-ok`, { recursive: true });
-  Deno.writeTextFileSync(marker, "");
+  Deno.mkdirSync(`${ctx.settings.stateDir}/lint-ok`, { recursive: true, mode: 0o700 });
+  await writeFileAtomic(marker, "");
 }
 
 /** Writes one line to stderr (progress, warnings) without touching stdout. */

@@ -1,9 +1,11 @@
 /**
  * A strict parser for `vm create` options alone, so the hot path skips loading commander.
- * It accepts only what `program.ts` declares for `vm create`; anything else returns undefined
- * and the caller hands the arguments to commander (which prints help and usage errors).
+ * It accepts only what `program.ts` declares for `vm create`, with the same value checks
+ * (`_validate.ts`); anything else returns undefined and the caller hands the arguments to
+ * commander (which prints help and usage errors).
  * @module
  */
+import { ArgumentProblem, cpusArg, hostnameArg, memoryArg } from "./_validate.ts";
 
 /** Options of `vm create` (the same shape commander gives the action). */
 export interface VmCreateArgs {
@@ -20,15 +22,15 @@ export interface VmCreateArgs {
 export interface FastOption {
   /** The attribute commander gives the action. */
   key: keyof VmCreateArgs;
-  /** No value (a flag), any string, or a positive integer. */
-  value: "none" | "string" | "positive";
+  /** No value (a flag), any string, or a value read by a `_validate.ts` reader. */
+  value: "none" | "string" | ((text: string) => unknown);
 }
 
 /** Every flag of `vm create` the fast parser knows; a test ties this to `program.ts`. */
 export const VM_CREATE_OPTIONS: Readonly<Record<string, FastOption>> = {
-  "--cpus": { key: "cpus", value: "positive" },
-  "--memory": { key: "memory", value: "positive" },
-  "--hostname": { key: "hostname", value: "string" },
+  "--cpus": { key: "cpus", value: cpusArg },
+  "--memory": { key: "memory", value: memoryArg },
+  "--hostname": { key: "hostname", value: hostnameArg },
   "--strict": { key: "strict", value: "none" },
   "--fallback": { key: "fallback", value: "none" },
   "--json": { key: "json", value: "none" },
@@ -53,11 +55,15 @@ export function parseVmCreate(args: readonly string[]): VmCreateArgs | undefined
     }
     const value = inline ?? args[++i];
     if (value === undefined || option.key in out) return undefined;
-    if (option.value === "positive") {
-      const n = Number(value);
-      if (!Number.isInteger(n) || n <= 0) return undefined;
-      out[option.key] = n;
-    } else out[option.key] = value;
+    if (option.value === "string") out[option.key] = value;
+    else {
+      try {
+        out[option.key] = option.value(value);
+      } catch (err) {
+        if (err instanceof ArgumentProblem) return undefined; // commander explains it
+        throw err;
+      }
+    }
   }
   return out as VmCreateArgs;
 }

@@ -31,7 +31,7 @@ async function commanderParse(args: string[]): Promise<{ opts?: unknown; error?:
 
 Deno.test("parseVmCreate knows exactly the flags program.ts declares for vm create", () => {
   const { create } = vmCreate(() => {});
-  const declared: Record<string, FastOption> = {};
+  const declared: Record<string, { key: FastOption["key"]; value: string }> = {};
   for (const option of create.options) {
     assert.ok(!option.optional, `${option.flags}: the fast parser has no optional values`);
     assert.ok(!option.negate, `${option.flags}: the fast parser has no --no-* flags`);
@@ -40,11 +40,16 @@ Deno.test("parseVmCreate knows exactly the flags program.ts declares for vm crea
       undefined,
       `${option.flags}: the fast parser sets no defaults`,
     );
-    const value = !option.required ? "none" : option.parseArg ? "positive" : "string";
+    const value = !option.required ? "none" : option.parseArg ? "checked" : "string";
     const key = option.attributeName() as FastOption["key"];
     for (const flag of [option.long, option.short]) if (flag) declared[flag] = { key, value };
   }
-  assert.deepEqual({ ...VM_CREATE_OPTIONS }, declared);
+  const fast = Object.fromEntries(
+    Object.entries(VM_CREATE_OPTIONS).map((
+      [flag, { key, value }],
+    ) => [flag, { key, value: typeof value === "function" ? "checked" : value }]),
+  );
+  assert.deepEqual(fast, declared);
 });
 
 Deno.test("parseVmCreate: the options vm create declares, nothing else", () => {
@@ -65,6 +70,13 @@ Deno.test("parseVmCreate: the options vm create declares, nothing else", () => {
     [["vm", "create", "--help"], undefined],
     [["vm", "create", "--cpus", "0"], undefined],
     [["vm", "create", "--cpus", "two"], undefined],
+    [["vm", "create", "--cpus", "1025"], undefined],
+    [["vm", "create", "--cpus", "1e1"], undefined],
+    [["vm", "create", "--memory", "1048577"], undefined],
+    [["vm", "create", "--memory", "9".repeat(400)], undefined],
+    [["vm", "create", "--hostname", "a\nb"], undefined],
+    [["vm", "create", "--hostname", "x".repeat(65)], undefined],
+    [["vm", "create", "--hostname="], undefined],
     [["vm", "create", "--memory"], undefined],
     [["vm", "create", "--bogus"], undefined],
     [["vm", "create", "--json=yes"], undefined],
@@ -75,6 +87,25 @@ Deno.test("parseVmCreate: the options vm create declares, nothing else", () => {
   for (const [args, want] of cases) assert.deepEqual(parseVmCreate(args), want, args.join(" "));
 });
 
+/** Values both parsers refuse: out of range, not plain decimal, not a hostname. */
+const BAD_VALUES = [
+  ["--cpus", "1e1"],
+  ["--cpus", "1025"],
+  ["--cpus", " 2"],
+  ["--cpus", "0x10"],
+  ["--memory", "512.0"],
+  ["--memory", "1048577"],
+  ["--memory", "99999999999999999999"],
+  ["--hostname", "--json"],
+  ["--hostname="],
+  ["--hostname", "web\nroot"],
+  ["--hostname", "tab\there"],
+  ["--hostname", "esc\x1b[31m"],
+  ["--hostname", "x".repeat(65)],
+  ["--hostname", "-leading"],
+  ["--hostname", "a..b"],
+];
+
 Deno.test("parseVmCreate gives what commander gives, or leaves the arguments to commander", async () => {
   // the fast parser must take these (the hot path) ...
   const taken = [
@@ -82,14 +113,13 @@ Deno.test("parseVmCreate gives what commander gives, or leaves the arguments to 
     ["--json"],
     ["--cpus", "2", "--memory", "512"],
     ["--cpus=2", "--memory=512"],
-    ["--memory", "512.0"],
-    ["--cpus", "1e1"],
+    ["--cpus", "1024", "--memory", "1048576"],
+    ["--hostname", "web-1.example.org"],
+    ["--hostname", "x".repeat(63)],
     ["-c", "/x.toml"],
     ["--config", "/x.toml"],
     ["--config=/x.toml"],
     ["--hostname", "web1", "--strict", "--fallback", "--json"],
-    ["--hostname", "--json"],
-    ["--hostname="],
     ["--json", "--json"],
   ];
   // ... and may leave these to commander (which parses or rejects them)
@@ -100,6 +130,7 @@ Deno.test("parseVmCreate gives what commander gives, or leaves the arguments to 
     ["--cpus", "0"],
     ["--cpus=-1"],
     ["--cpus", "two"],
+    ...BAD_VALUES,
     ["--memory"],
     ["-c"],
     ["--json=yes"],
@@ -116,7 +147,8 @@ Deno.test("parseVmCreate gives what commander gives, or leaves the arguments to 
     if (fast !== undefined) assert.deepEqual(full, { opts: fast }, what);
   }
   // commander rejects what the fast parser rejects for being wrong (not merely unusual)
-  for (const args of [["--bogus"], ["--cpus", "0"], ["--memory"], ["--json=yes"], ["extra"]]) {
+  const wrong = [["--bogus"], ["--cpus", "0"], ["--memory"], ["--json=yes"], ["extra"]];
+  for (const args of [...wrong, ...BAD_VALUES]) {
     assert.ok((await commanderParse(args)).error?.startsWith("commander."), args.join(" "));
   }
 });

@@ -135,6 +135,8 @@ export async function runFactoryStatus(opts: { json?: boolean; config?: string }
       ? await factory.status()
       : { kind: "direct", enabled: true, note: "no factory enabled: vm create cold-boots" };
   }
+  const { confinement } = await import("../lib/qemu/confinement.ts");
+  status = { ...status, confinement: confinement() };
   if (opts.json) {
     console.log(JSON.stringify(status, null, 2));
     return 0;

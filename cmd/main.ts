@@ -5,7 +5,7 @@
  * commander program in `program.ts`, which owns help texts and usage errors.
  * @module
  */
-import { VmfactoryError } from "../lib/errors.ts";
+import { errorMessage, VmfactoryError } from "../lib/errors.ts";
 import { parseVmCreate } from "./_fast_args.ts";
 import { OptionError, USAGE_HINT } from "./_usage.ts";
 
@@ -29,8 +29,18 @@ export async function main(args: string[]): Promise<number> {
       if (err instanceof OptionError) console.error(USAGE_HINT);
       return err.exitCode;
     }
+    // an operating-system error the code did not name (a file it could not read, say): a failed
+    // operation, not a bug; VMFACTORY_DEBUG=1 shows its stack
+    if (isOsError(err) && !Deno.env.get("VMFACTORY_DEBUG")) {
+      console.error(`vmfactory: ${errorMessage(err)}`);
+      return 1;
+    }
     throw err;
   }
+}
+
+function isOsError(err: unknown): boolean {
+  return Object.values(Deno.errors).some((kind) => err instanceof kind);
 }
 
 if (import.meta.main) {

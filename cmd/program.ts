@@ -6,6 +6,14 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "@commander-js/extra-typings";
 import denoJson from "../deno.json" with { type: "json" };
 import { USAGE_HINT } from "./_usage.ts";
+import {
+  ArgumentProblem,
+  clonesArg,
+  cpusArg,
+  hostnameArg,
+  memoryArg,
+  timeoutArg,
+} from "./_validate.ts";
 
 const SEVERITIES = ["off", "info", "warning", "error"];
 
@@ -14,13 +22,16 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
-/** Parses a positive integer option. */
-function parsePositive(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) {
-    throw new InvalidArgumentError(`expected a positive integer, got "${value}"`);
-  }
-  return n;
+/** Makes a `_validate.ts` reader a commander argument parser (its problem is a usage error). */
+function checked<T>(read: (value: string) => T): (value: string) => T {
+  return (value) => {
+    try {
+      return read(value);
+    } catch (err) {
+      if (err instanceof ArgumentProblem) throw new InvalidArgumentError(err.message);
+      throw err;
+    }
+  };
 }
 
 /**
@@ -173,9 +184,9 @@ Examples:
     .description(
       "Get a VM from the factory (template clone, VMCache, or a cold boot) and wait until its agent answers.",
     )
-    .option("--cpus <n>", "vCPUs (above the template's: hot-added)", parsePositive)
-    .option("--memory <MiB>", "memory in MiB (above the template's: hot-added)", parsePositive)
-    .option("--hostname <name>", "guest hostname (default: vm-<id>)")
+    .option("--cpus <n>", "vCPUs (above the template's: hot-added)", checked(cpusArg))
+    .option("--memory <MiB>", "memory in MiB (above the template's: hot-added)", checked(memoryArg))
+    .option("--hostname <name>", "guest hostname (default: vm-<id>)", checked(hostnameArg))
     .option("--strict", "fail instead of cold-booting when the template does not match")
     .option("--fallback", "cold-boot when the VMCache server is not running")
     .option("--json", "print the VM record as JSON")
@@ -207,7 +218,7 @@ Examples:
     .argument("<id>", "VM id (or a unique prefix)")
     .argument("[command...]", "command and arguments (after --)")
     .option("--shell <line>", "run a shell line with /bin/sh -c instead")
-    .option("--timeout <seconds>", "kill the command after this many seconds", parsePositive)
+    .option("--timeout <seconds>", "kill the command after this many seconds", checked(timeoutArg))
     .addOption(configOption())
     .addHelpText(
       "after",
@@ -219,6 +230,26 @@ Examples:
     .action(async (id, command, opts) => {
       const { runVmExec } = await import("./vm.ts");
       Deno.exitCode = await runVmExec(id, command, opts);
+    });
+  vm
+    .command("logs")
+    .description(
+      "Print a VM's serial console: the newest [vmfactory] console_log_max bytes it kept.",
+    )
+    .argument("<id>", "VM id (or a unique prefix)")
+    .addOption(configOption())
+    .addHelpText(
+      "after",
+      `
+Exit codes: 0 printed, 2 no such VM.
+
+Examples:
+  vmfactory vm logs 3f2a
+  vmfactory vm logs 3f2a | tail -20`,
+    )
+    .action(async (id, opts) => {
+      const { runVmLogs } = await import("./vm.ts");
+      Deno.exitCode = await runVmLogs(id, opts);
     });
   vm
     .command("destroy")
@@ -237,7 +268,7 @@ Examples:
     .description(
       "Build the guest, cold-boot a VM, make a template, clone VMs from it, print the timings and memory, clean up.",
     )
-    .option("--clones <n>", "number of clones", parsePositive, 8)
+    .option("--clones <n>", "number of clones", checked(clonesArg), 8)
     .option("--keep", "keep the VMs and the template afterwards")
     .action(async (opts) => {
       const { runDemo } = await import("./demo.ts");

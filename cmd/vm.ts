@@ -1,4 +1,4 @@
-/** `vmfactory vm create|list|exec|destroy`. @module */
+/** `vmfactory vm create|list|exec|logs|destroy`. @module */
 import { UsageError } from "../lib/errors.ts";
 import { factoryFor } from "../lib/factory/factory_for.ts";
 import type { VmCreateArgs } from "./_fast_args.ts";
@@ -91,6 +91,8 @@ export async function runVmExec(
   try {
     const res = await agent.exec(opts.shell ? { shell: opts.shell } : command, {
       timeoutMs: opts.timeout ? opts.timeout * 1000 : 0,
+      collect: false, // streamed to stdout/stderr: nothing is gathered, so no cap is needed
+      outputLimit: 0xffff_ffff,
       onStdout: (chunk) => Deno.stdout.writeSync(chunk),
       onStderr: (chunk) => Deno.stderr.writeSync(chunk),
     });
@@ -100,6 +102,20 @@ export async function runVmExec(
   } finally {
     agent.close();
   }
+}
+
+/**
+ * `vm logs ID`: prints the serial console the VM kept (its newest `console_log_max` bytes) to
+ * stdout. An unknown VM exits 2; a dead one prints what was kept before it stopped.
+ */
+export async function runVmLogs(id: string, opts: { config?: string }): Promise<number> {
+  const { store, settings } = await commandContext(opts);
+  const { record, alive } = await store.find(id);
+  const { readConsole } = await import("../lib/vm/console_log.ts");
+  const bytes = await readConsole(store.pathsOf(record.id), settings.consoleLogMax);
+  for (let at = 0; at < bytes.length;) at += await Deno.stdout.write(bytes.subarray(at));
+  if (!alive) say(`vmfactory: VM ${record.id} is not running; this is what was kept before`);
+  return 0;
 }
 
 /** `vm destroy ID... | --all`. */

@@ -35,7 +35,7 @@ export function lintDocuments(
   }));
   const findings: Finding[] = docs.flatMap((d) =>
     d.syntaxError
-      ? [{ rule: "toml-syntax", message: d.syntaxError.message, range: d.syntaxError.at }]
+      ? [{ rule: d.syntaxError.rule, message: d.syntaxError.message, range: d.syntaxError.at }]
       : []
   );
   let configured: Record<string, SeveritySetting> = { ...options.rules };

@@ -1,8 +1,10 @@
 /**
  * Parses one TOML file into the keys, tables and suppression comments the rules need, with
- * positions. A syntax error (including a duplicate key) becomes `syntaxError`, never an exception.
+ * positions. A syntax error (including a duplicate key) or a key nested too deep becomes
+ * `syntaxError`, never an exception.
  * @module
  */
+import { findTooDeep } from "../lib/config/key_depth.ts";
 import { errorMessage } from "../lib/errors.ts";
 import { type AST, getStaticTOMLValue, ParseError, parseTOML } from "toml-eslint-parser";
 import type { Location } from "./types.ts";
@@ -34,7 +36,11 @@ export interface ParsedDocument {
   text: string;
   entries: Entry[];
   tables: TableDef[];
-  syntaxError?: { message: string; at: Location };
+  /**
+   * Why the file could not be read: not TOML (`toml-syntax`), or nested deeper than vmfactory
+   * accepts (`key-too-deep`, found before parsing). No other rule runs on such a file.
+   */
+  syntaxError?: { rule: "toml-syntax" | "key-too-deep"; message: string; at: Location };
   /** Suppressions by the line they apply to: rule ids, or "all". */
   ignores: Map<number, Set<string> | "all">;
 }
@@ -46,6 +52,12 @@ const COMMENT_LINE = /^[ \t]*#[^\r\n]*/gm;
 /** Parses `text` (the contents of `path`). Never throws. */
 export function parseDocument(path: string, text: string): ParsedDocument {
   const doc: ParsedDocument = { path, text, entries: [], tables: [], ignores: ignoresOf(text) };
+  const deep = findTooDeep(text);
+  if (deep) {
+    const { message, ...span } = deep;
+    doc.syntaxError = { rule: "key-too-deep", message, at: { path, ...span } };
+    return doc;
+  }
   // Comment-only lines carry nothing the rules need; blanking them (same line numbers, same
   // columns elsewhere) halves parse time. Not when a multi-line string could hold a "#" line or
   // a control character would make the comment itself invalid.
@@ -113,19 +125,24 @@ function syntaxErrorOf(
   path: string,
   text: string,
   err: unknown,
-): { message: string; at: Location } {
+): ParsedDocument["syntaxError"] & object {
   if (err instanceof ParseError) {
     let message = err.message;
     const word = /^[A-Za-z0-9_."'-]+/.exec(text.slice(err.index))?.[0];
     if (message.includes("multiple times") && word) message += ` (\`${word}\`)`;
     const line = err.lineNumber, column = err.column + 1;
     return {
+      rule: "toml-syntax",
       message,
       at: { path, line, column, endLine: line, endColumn: column + (word?.length || 1) },
     };
   }
   const message = `Cannot parse: ${errorMessage(err)}`;
-  return { message, at: { path, line: 1, column: 1, endLine: 1, endColumn: 1 } };
+  return {
+    rule: "toml-syntax",
+    message,
+    at: { path, line: 1, column: 1, endLine: 1, endColumn: 1 },
+  };
 }
 
 const IGNORE = /#\s*vmfactory-lint-ignore\b([^\r\n]*)/;

@@ -5,6 +5,8 @@
  */
 import { DEFAULT_QEMU_PATH, QEMU_PACKAGE } from "../lib/config/builtin_default.ts";
 import { UsageError } from "../lib/errors.ts";
+import { sandboxArgs } from "../lib/qemu/qemu_command.ts";
+import { qemuRunAs } from "../lib/qemu/qemu_user.ts";
 import type { ProbeResult } from "./types.ts";
 
 const COMMANDS = [
@@ -15,6 +17,7 @@ const COMMANDS = [
 
 /** Whether `path` is a file on this host. */
 function isFile(path: string): boolean {
+  if (!path.startsWith("/")) return false; // never looked up in PATH
   try {
     return Deno.statSync(path).isFile;
   } catch {
@@ -48,7 +51,10 @@ export async function probeIgnoreShared(qemuPath: string, timeoutMs = 5000): Pro
   let child: Deno.ChildProcess;
   try {
     child = new Deno.Command(qemuPath, {
-      args: ["-machine", "none", "-nodefaults", "-display", "none", "-qmp", "stdio"],
+      args: [
+        ...sandboxArgs(qemuRunAs()),
+        ...["-machine", "none", "-nodefaults", "-display", "none", "-qmp", "stdio"],
+      ],
       stdin: "piped",
       stdout: "piped",
       stderr: "null",

@@ -15,8 +15,9 @@ import { VmFactory } from "../lib/factory/vm_factory.ts";
 import type { VmRequest } from "../lib/factory/vm_source.ts";
 import { waitForAgent } from "../lib/guest/agent_client.ts";
 import { buildQemuArgs } from "../lib/qemu/qemu_command.ts";
-import { connectQmp, startQemu, stopQemu } from "../lib/qemu/qemu_process.ts";
+import { connectQmp, FIRST_PASSED_FD, startQemu, stopQemu } from "../lib/qemu/qemu_process.ts";
 import { QmpClient } from "../lib/qemu/qmp_client.ts";
+import { loadFromFdUri, receiveMigration, saveToSocketUri } from "../lib/qemu/migration_uri.ts";
 import { TemplateManager } from "../lib/template/template_manager.ts";
 import { findTemplate } from "../lib/template/template_files.ts";
 import type { VmRecord } from "../lib/vm/vm_record.ts";
@@ -137,11 +138,18 @@ export async function plainRestore(
 ): Promise<RestoreResult> {
   const stateFile = `${run.dir}/restore-state.bin`;
   const qmp = await QmpClient.connect(source.qmpSocket);
+  // the sandboxed QEMU (perhaps another user) sends the stream to a socket of ours
+  const saveDir = await Deno.makeTempDir({ prefix: "vmf-bench-save-" });
+  Deno.chmodSync(saveDir, 0o711);
+  const receiver = receiveMigration(`${saveDir}/s.sock`, stateFile);
   const t0 = performance.now();
   await qmp.execute("stop");
-  await qmp.execute("migrate", { uri: `exec:cat > '${stateFile}'` });
+  await qmp.execute("migrate", { uri: saveToSocketUri(`${saveDir}/s.sock`) });
   await waitMigrated(qmp, false);
+  await receiver.done;
   const saveMs = performance.now() - t0;
+  receiver.close();
+  await Deno.remove(saveDir, { recursive: true });
   await stopQemu({ process: processOf(source), qmpSocket: source.qmpSocket, qmp }, {
     graceMs: 500,
   });
@@ -158,7 +166,7 @@ export async function plainRestore(
     const t = performance.now();
     const process = copy.process = await startQemu(
       buildQemuArgs(qemuSpecFor(plan, paths, { incoming: "defer" })),
-      { logFile: `${paths.dir}/qemu.log`, pidFile: paths.pidFile },
+      { logFile: `${paths.dir}/qemu.log`, pidFile: paths.pidFile, passFiles: [stateFile] },
     );
     const q = await connectQmp(paths.qmpSocket, {
       process,
@@ -167,7 +175,7 @@ export async function plainRestore(
     });
     const tQmp = performance.now();
     try {
-      await q.execute("migrate-incoming", { uri: `exec:cat '${stateFile}'` });
+      await q.execute("migrate-incoming", { uri: loadFromFdUri(FIRST_PASSED_FD) });
       const status = await waitMigrated(q, true);
       if (status !== "running") await q.execute("cont");
     } finally {

@@ -28,7 +28,11 @@ Deno.test("CLI: commander's usage errors exit 2 in every command, with the hint"
       ["lint", "--format", "yaml"],
       /^error: option .*--format <format>.* argument 'yaml' is invalid/m,
     ],
-    [["vm", "create", "--cpus", "0"], /expected a positive integer, got "0"/],
+    [
+      ["vm", "create", "--cpus", "0"],
+      /argument '0' is invalid\. expected a whole number of vCPUs from 1 to 1024/,
+    ],
+    [["vm", "logs"], /^error: missing required argument 'id'$/m],
     [["vm", "create", "--memory"], /^error: option '--memory <MiB>' argument missing$/m],
   ];
   await Promise.all(cases.map(async ([args, message]) => {

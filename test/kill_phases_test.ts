@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { CacheClient } from "../lib/cache/cache_client.ts";
 import { parseHandOff } from "../lib/cache/vmcache_source.ts";
 import { isAlive } from "../lib/process_identity.ts";
-import { processOf, VmStore } from "../lib/vm/vm_store.ts";
+import { processOf, type VmStore } from "../lib/vm/vm_store.ts";
 import { qemuPidsWith, ROOT, vmEnv } from "./_vm_env.ts";
 
 const LIB = new URL("../lib/", import.meta.url).href;

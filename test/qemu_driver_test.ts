@@ -1,11 +1,21 @@
 /**
  * The QEMU driver against a real QEMU (TCG, no guest): start, QMP, events, stop, kill, detach,
- * and the template save / clone load recipe with paused machines.
+ * the template save / clone load recipe with paused machines, and the confinement (seccomp, and
+ * another user when the tests run as root).
  */
 import assert from "node:assert/strict";
 import { buildQemuArgs, type QemuSpec } from "../lib/qemu/qemu_command.ts";
 import { QmpDisconnectedError, type QmpEvent } from "../lib/qemu/qmp_client.ts";
-import { connectQmp, readPidFile, startQemu, stopQemu } from "../lib/qemu/qemu_process.ts";
+import {
+  connectQmp,
+  FIRST_PASSED_FD,
+  readPidFile,
+  startQemu,
+  type StartQemuOptions,
+  stopQemu,
+} from "../lib/qemu/qemu_process.ts";
+import { loadFromFdUri, receiveMigration, saveToSocketUri } from "../lib/qemu/migration_uri.ts";
+import { qemuRunAs } from "../lib/qemu/qemu_user.ts";
 import {
   identify,
   isAlive,
@@ -39,11 +49,12 @@ async function sandbox() {
         ...extra,
       };
     },
-    async start(spec: QemuSpec) {
+    async start(spec: QemuSpec, extra: Partial<StartQemuOptions> = {}) {
       const process = await startQemu(buildQemuArgs(spec), {
         logFile: `${spec.qmpSocket}.log`,
         pidFile: `${spec.qmpSocket}.pid`,
         qmpSocket: spec.qmpSocket,
+        ...extra,
       });
       assert.deepEqual(readPidFile(`${spec.qmpSocket}.pid`), process);
       started.push(process);
@@ -204,29 +215,36 @@ async function waitFor<T>(probe: () => Promise<T | undefined>, what: string): Pr
   throw new Error(`timed out waiting for ${what}`);
 }
 
-Deno.test("template save and clone load (x-ignore-shared) with hotplug headroom", async () => {
+Deno.test("template save (Unix socket) and clone load (fd 3) under the sandbox, as the QEMU user", async () => {
   const box = await sandbox();
   try {
     const memory = `${box.dir}/memory`;
     const state = `${box.dir}/state`;
     await Deno.writeFile(memory, new Uint8Array());
     await Deno.truncate(memory, 64 * 1024 * 1024);
-    const shape = { maxCpus: 2, maxMemoryMiB: 256, slots: 2, vmgenid: "auto" };
+    const runAs = qemuRunAs(); // "nobody" as root: the files stay root's, 0600, in a 0700 folder
+    const shape = { maxCpus: 2, maxMemoryMiB: 256, slots: 2, vmgenid: "auto", runAs };
     const caps = { capabilities: [{ capability: "x-ignore-shared", state: true }] };
 
+    // the save: QEMU connects to state.sock in its working directory, the only way in
+    const saveDir = `${box.dir}/save`;
+    Deno.mkdirSync(saveDir);
+    Deno.chmodSync(saveDir, 0o711);
     const tplSpec = box.spec({ ...shape, memory: { kind: "file", path: memory, share: true } });
-    const tplPid = await box.start(tplSpec);
+    const tplPid = await box.start(tplSpec, { cwd: saveDir });
     const tpl = await connectQmp(tplSpec.qmpSocket);
     await tpl.execute("migrate-set-capabilities", caps);
-    await tpl.execute("migrate", { uri: `exec:cat > ${state}` });
+    const receiver = receiveMigration(`${saveDir}/state.sock`, state);
+    await tpl.execute("migrate", { uri: saveToSocketUri("state.sock") });
     await waitFor(async () => {
       const { status } = await tpl.execute<{ status: string }>("query-migrate");
       assert.notEqual(status, "failed");
       return status === "completed" ? status : undefined;
     }, "template save");
+    const stateBytes = await receiver.done;
     await stopQemu({ process: tplPid, qmpSocket: tplSpec.qmpSocket, qmp: tpl });
-    const stateBytes = (await Deno.stat(state)).size;
-    assert.ok(stateBytes < 8 * 1024 * 1024, `state is ${stateBytes} bytes: RAM was copied`);
+    assert.equal(Deno.statSync(state).size, stateBytes);
+    assert.ok(stateBytes > 1000 && stateBytes < 8 * 1024 * 1024, `state is ${stateBytes} bytes`);
 
     const cloneSpec = box.spec({
       ...shape,
@@ -234,23 +252,78 @@ Deno.test("template save and clone load (x-ignore-shared) with hotplug headroom"
       incoming: "defer",
       paused: false,
     });
-    const clonePid = await box.start(cloneSpec);
+    const clonePid = await box.start(cloneSpec, { passFiles: [state] });
     const clone = await connectQmp(cloneSpec.qmpSocket);
     await clone.execute("migrate-set-capabilities", caps);
-    await clone.execute("migrate-incoming", { uri: `exec:cat ${state}` });
+    await clone.execute("migrate-incoming", { uri: loadFromFdUri(FIRST_PASSED_FD) });
     await waitFor(async () => {
       const { status } = await clone.execute<{ status: string }>("query-status");
       return status === "inmigrate" ? undefined : status;
     }, "clone load");
     await clone.execute("cont");
     assert.equal((await clone.execute<{ status: string }>("query-status")).status, "running");
+    // hotplug after QEMU switched user: anonymous RAM and a vCPU
     await clone.execute("object-add", {
       "qom-type": "memory-backend-ram",
       id: "hot1",
       size: 64 * 1024 * 1024,
     });
     await clone.execute("device_add", { driver: "pc-dimm", id: "dimm1", memdev: "hot1" });
+    const slots = await clone.execute<{ type: string; props: Record<string, number> }[]>(
+      "query-hotpluggable-cpus",
+    );
+    const free = slots.find((s) => !("qom-path" in s))!;
+    await clone.execute("device_add", { driver: free.type, id: "hcpu1", ...free.props });
+    assert.equal((await clone.execute<unknown[]>("query-cpus-fast")).length, 2);
     await stopQemu({ process: clonePid, qmpSocket: cloneSpec.qmpSocket, qmp: clone });
+  } finally {
+    await box.cleanup();
+  }
+});
+
+/** The `Uid:`, `Gid:` and `Groups:` lines of a process. */
+function credentials(pid: number): string[] {
+  return Deno.readTextFileSync(`/proc/${pid}/status`).split("\n")
+    .filter((l) => /^(Uid|Gid|Groups):/.test(l)).map((l) => l.replace(/\s+/g, " ").trim());
+}
+
+Deno.test({
+  name: "started as root, QEMU runs as the unprivileged user with no groups",
+  ignore: Deno.uid() !== 0,
+  fn: async () => {
+    const box = await sandbox();
+    try {
+      const runAs = qemuRunAs()!;
+      const spec = box.spec({ runAs });
+      const process = await box.start(spec);
+      const qmp = await connectQmp(spec.qmpSocket); // answers once QEMU has switched
+      const entry = Deno.readTextFileSync("/etc/passwd").split("\n")
+        .find((l) => l.startsWith(`${runAs}:`))!.split(":");
+      const [uid, gid] = [entry[2], entry[3]];
+      assert.deepEqual(credentials(process.pid), [
+        `Uid: ${uid} ${uid} ${uid} ${uid}`,
+        `Gid: ${gid} ${gid} ${gid} ${gid}`,
+        `Groups: ${gid}`,
+      ]);
+      await stopQemu({ process, qmpSocket: spec.qmpSocket, qmp });
+    } finally {
+      await box.cleanup();
+    }
+  },
+});
+
+Deno.test("the sandbox refuses what QEMU must never do: exec: migration kills it", async () => {
+  const box = await sandbox();
+  try {
+    const spec = box.spec();
+    const process = await box.start(spec);
+    const qmp = await connectQmp(spec.qmpSocket);
+    const result = await qmp.execute("migrate", { uri: `exec:touch ${box.dir}/ran` })
+      .then(() => "answered", (err) => String(err));
+    await waitFor(() => Promise.resolve(isAlive(process) ? undefined : true), "QEMU killed");
+    qmp.close();
+    assert.throws(() => Deno.statSync(`${box.dir}/ran`), Deno.errors.NotFound, result);
+    assert.match(Deno.readTextFileSync(`${spec.qmpSocket}.log`), /Bad system call|^$/);
   } finally {
     await box.cleanup();
   }

@@ -18,12 +18,7 @@ import { processOf, type VmStore } from "../lib/vm/vm_store.ts";
 import { qemuPidsWith, ROOT, vmEnv } from "./_vm_env.ts";
 
 const ok = () => Promise.resolve();
-const NO_AGENT = {
-  setClock: ok,
-  seedRng: ok,
-  setHostname: ok,
-  close() {},
-} as unknown as AgentClient;
+const NO_AGENT = { personalizeGuest: ok, close() {} } as unknown as AgentClient;
 
 /** "Boots" a QEMU that never runs a guest (`-S`, no kernel): real process, QMP, ~0.2 s. */
 class BareQemuSource implements VmSource {

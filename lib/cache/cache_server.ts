@@ -16,17 +16,43 @@
  * VMs come from a {@link CacheVmSource} (the lead's VMCache). A VM the server took for a call whose
  * client went away before the reply was fully written goes back through
  * {@link CacheVmSource.giveBack}; without that method the server logs it, so no VM vanishes silently.
+ * "Fully written" means: the stream closed without a reset after the server sent its trailers, and
+ * the socket took every byte written until then. A client that read the message and reset before
+ * the trailers may adopt the VM while it is being given back: the store decides (a giveBack loses
+ * against an adoption that came first, and an adoption fails once the VM is cached again).
+ *
+ * Clients are not trusted to be well behaved: a request body over {@link MAX_REQUEST_BYTES} or a
+ * header list over {@link MAX_HEADER_LIST_BYTES} is answered RESOURCE_EXHAUSTED and its stream
+ * reset; at most {@link MAX_CONNECTIONS} connections of {@link MAX_STREAMS_PER_CONNECTION} streams
+ * are served (a connection beyond is closed at once); a connection without a stream for
+ * {@link IDLE_TIMEOUT_MS} is closed, and a request whose body has not arrived by then is reset.
  * @module
  */
 
+import { ensurePrivateDir } from "../private_dir.ts";
 import http2 from "node:http2";
 import type { ServiceDefinition } from "@grpc/grpc-js";
+import { MAX_TIMER_MS } from "../config/key_checks.ts";
 import { errorMessage, UsageError, VmfactoryError } from "../errors.ts";
 import { type ConnDuplex, connDuplex } from "./_conn_duplex.ts";
 import { GoawayFilter } from "./_h2_goaway_filter.ts";
 import { CacheClient } from "./cache_client.ts";
 import { loadCacheGrpc } from "./cache_proto.ts";
 import type { CacheVm, CacheVmSource } from "./cache_vm_source.ts";
+
+/** Largest request body the server reads (bytes); a bigger one is answered RESOURCE_EXHAUSTED. */
+export const MAX_REQUEST_BYTES = 64 * 1024;
+/** Largest request header list (bytes, as HTTP/2 counts it) the server accepts. */
+export const MAX_HEADER_LIST_BYTES = 16 * 1024;
+/** Most connections served at once; a connection beyond is closed as soon as it is accepted. */
+export const MAX_CONNECTIONS = 64;
+/** Streams a connection may have open at once. */
+export const MAX_STREAMS_PER_CONNECTION = 32;
+/**
+ * A connection without a stream for this long (ms) is closed; a request whose body has not fully
+ * arrived this long after its headers is reset.
+ */
+export const IDLE_TIMEOUT_MS = 60_000;
 
 /** Options of {@link startCacheServer}. */
 export interface CacheServerOptions {
@@ -38,6 +64,10 @@ export interface CacheServerOptions {
   log?: (line: string) => void;
   /** How long `GetBaseVM` waits for a ready VM (ms, default 60 000); a shorter client deadline wins. */
   takeTimeoutMs?: number;
+  /** Connections served at once (default {@link MAX_CONNECTIONS}). */
+  maxConnections?: number;
+  /** Idle connection and unfinished request limit, ms (default {@link IDLE_TIMEOUT_MS}). */
+  idleTimeoutMs?: number;
 }
 
 /** A running server. */
@@ -55,6 +85,7 @@ export interface CacheServerHandle {
 const enum Code {
   Ok = 0,
   DeadlineExceeded = 4,
+  ResourceExhausted = 8,
   Unimplemented = 12,
   Internal = 13,
   Unavailable = 14,
@@ -62,6 +93,8 @@ const enum Code {
 
 type Stream = http2.ServerHttp2Stream;
 type Reply = { code: Code.Ok; message: Uint8Array } | { code: Code; error: string };
+/** A served connection: its duplex, its open streams, the timer that closes it when idle. */
+type Served = { conn: ConnDuplex; streams: number; idle?: ReturnType<typeof setTimeout> };
 
 /**
  * Starts the VMCache server on `socketPath`. A stale socket (nothing listening) is replaced; a
@@ -71,6 +104,8 @@ export async function startCacheServer(options: CacheServerOptions): Promise<Cac
   const { socketPath, source } = options;
   const log = options.log ?? (() => {});
   const takeTimeoutMs = options.takeTimeoutMs ?? 60_000;
+  const maxConnections = options.maxConnections ?? MAX_CONNECTIONS;
+  const idleTimeoutMs = Math.min(options.idleTimeoutMs ?? IDLE_TIMEOUT_MS, MAX_TIMER_MS);
   const { service } = await loadCacheGrpc();
   await prepareSocketPath(socketPath, log);
 
@@ -102,7 +137,7 @@ export async function startCacheServer(options: CacheServerOptions): Promise<Cac
       return Promise.resolve(ok(service.Quit, {}));
     },
     GetBaseVM: async (stream, timeoutMs, conn) => {
-      const ms = Math.min(takeTimeoutMs, timeoutMs);
+      const ms = Math.min(takeTimeoutMs, timeoutMs, MAX_TIMER_MS); // a longer timer fires at once
       const signal = AbortSignal.any([
         shutdown.signal,
         AbortSignal.timeout(ms),
@@ -147,25 +182,64 @@ export async function startCacheServer(options: CacheServerOptions): Promise<Cac
     },
   };
 
-  const connections = new WeakMap<http2.Http2Session, ConnDuplex>();
-  let accepted: ConnDuplex | undefined;
-  const h2 = http2.createServer({ settings: { maxConcurrentStreams: 32 } });
+  const connections = new WeakMap<http2.Http2Session, Served>();
+  let accepted: Served | undefined;
+  const h2 = http2.createServer({
+    // Deno 2.9 advertises maxHeaderListSize but does not enforce it: the "stream" handler does.
+    // nghttp2 itself bounds a header block (a field is at most 64 KiB, CONTINUATIONs are limited).
+    settings: {
+      maxConcurrentStreams: MAX_STREAMS_PER_CONNECTION,
+      maxHeaderListSize: MAX_HEADER_LIST_BYTES,
+    },
+  });
+  const idleAfter = (served: Served) => {
+    clearTimeout(served.idle);
+    served.idle = setTimeout(() => served.conn.duplex.destroy(), idleTimeoutMs);
+  };
   h2.on("session", (session) => {
     session.on("error", () => {}); // dying clients are normal
     if (accepted) connections.set(session, accepted); // "session" fires inside emit("connection")
   });
   h2.on("stream", (stream: Stream, headers: http2.IncomingHttpHeaders) => {
+    const served = connections.get(stream.session!)!;
     activeStreams++;
+    served.streams++;
+    clearTimeout(served.idle);
+    // a request must arrive whole in time; a slow or endless body does not hold the stream
+    const unfinished = setTimeout(
+      () => stream.close(http2.constants.NGHTTP2_CANCEL),
+      idleTimeoutMs,
+    );
     stream.once("close", () => {
+      clearTimeout(unfinished);
+      if (--served.streams === 0 && !served.conn.gone.aborted) idleAfter(served);
       if (--activeStreams === 0) idle?.resolve();
     });
     stream.on("error", () => {});
+    if (headerListSize(headers) > MAX_HEADER_LIST_BYTES) {
+      const error = `the request headers are larger than ${MAX_HEADER_LIST_BYTES} bytes`;
+      send(stream, { code: Code.ResourceExhausted, error });
+      stream.close(http2.constants.NGHTTP2_NO_ERROR);
+      return;
+    }
     const path = String(headers[":path"] ?? "");
     const name = path.startsWith("/cache.CacheService/") ? path.slice(20) : "";
     const handler = Object.hasOwn(handlers, name) ? handlers[name] : undefined;
     const chunks: Uint8Array[] = [];
-    stream.on("data", (chunk: Uint8Array) => chunks.push(chunk));
+    let received = 0;
+    stream.on("data", (chunk: Uint8Array) => {
+      if (received > MAX_REQUEST_BYTES) return; // answered already; the rest is dropped
+      received += chunk.length;
+      if (received <= MAX_REQUEST_BYTES) return void chunks.push(chunk);
+      chunks.length = 0;
+      clearTimeout(unfinished);
+      const error = `the request is larger than ${MAX_REQUEST_BYTES} bytes`;
+      send(stream, { code: Code.ResourceExhausted, error });
+      stream.close(http2.constants.NGHTTP2_NO_ERROR); // stop the client sending the rest
+    });
     stream.once("end", async () => {
+      clearTimeout(unfinished);
+      if (received > MAX_REQUEST_BYTES) return;
       let reply: Reply;
       if (!handler) {
         reply = { code: Code.Unimplemented, error: `no such method ${path}` };
@@ -173,8 +247,7 @@ export async function startCacheServer(options: CacheServerOptions): Promise<Cac
         reply = { code: Code.Internal, error: "malformed gRPC request message" };
       } else {
         try {
-          const conn = connections.get(stream.session!)!;
-          reply = await handler(stream, parseGrpcTimeout(headers["grpc-timeout"]), conn);
+          reply = await handler(stream, parseGrpcTimeout(headers["grpc-timeout"]), served.conn);
         } catch (err) {
           reply = { code: Code.Internal, error: `${name} failed: ${errorMessage(err)}` };
         }
@@ -183,12 +256,25 @@ export async function startCacheServer(options: CacheServerOptions): Promise<Cac
     });
   });
   h2.on("error", (err) => log(`server error: ${errorMessage(err)}`));
+  let refusing = false; // logged once per stretch at the cap
   const serve = (conn: Deno.Conn) => {
+    if (conns.size >= maxConnections) {
+      if (!refusing) log(`refusing connections: ${conns.size} are open (the most served at once)`);
+      refusing = true;
+      conn.close();
+      return;
+    }
+    refusing = false;
     const filter = new GoawayFilter();
     const c = connDuplex(conn, { incoming: (chunk) => filter.push(chunk) });
+    const served: Served = { conn: c, streams: 0 };
     conns.add(c);
-    c.gone.addEventListener("abort", () => conns.delete(c));
-    accepted = c;
+    c.gone.addEventListener("abort", () => {
+      clearTimeout(served.idle);
+      conns.delete(c);
+    });
+    idleAfter(served);
+    accepted = served;
     h2.emit("connection", c.duplex);
     accepted = undefined;
   };
@@ -251,8 +337,20 @@ function ok(method: ServiceDefinition[string], value: unknown): Reply {
   return { code: Code.Ok, message: method.responseSerialize(value) };
 }
 
+/**
+ * Answers `stream` unless it is gone. A stream that cannot take the answer is reset, so a
+ * `GetBaseVM` close handler sees it undelivered (no trailers sent) and gives the VM back.
+ */
 function send(stream: Stream, reply: Reply): void {
   if (stream.closed || stream.destroyed) return;
+  try {
+    respond(stream, reply);
+  } catch {
+    stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+  }
+}
+
+function respond(stream: Stream, reply: Reply): void {
   if (reply.code !== Code.Ok || !("message" in reply)) {
     const error = "error" in reply ? reply.error : "";
     stream.respond({
@@ -266,11 +364,30 @@ function send(stream: Stream, reply: Reply): void {
   stream.respond({ ":status": 200, "content-type": "application/grpc" }, {
     waitForTrailers: true,
   });
-  stream.once("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+  stream.once("wantTrailers", () => {
+    // the client may have reset the stream after our data: then no trailers, and no delivery
+    if (stream.closed || stream.destroyed) return;
+    try {
+      stream.sendTrailers({ "grpc-status": "0" });
+    } catch {
+      stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+    }
+  });
   const frame = new Uint8Array(5 + reply.message.length);
   new DataView(frame.buffer).setUint32(1, reply.message.length);
   frame.set(reply.message, 5);
   stream.end(frame);
+}
+
+/** The size of a header list as HTTP/2 counts it: name + value + 32 per field. */
+function headerListSize(headers: http2.IncomingHttpHeaders): number {
+  let size = 0;
+  for (const [name, value] of Object.entries(headers)) {
+    for (const v of Array.isArray(value) ? value : [value ?? ""]) {
+      size += name.length + v.length + 32;
+    }
+  }
+  return size;
 }
 
 /** True when the request body is exactly one uncompressed length-prefixed message. */
@@ -298,7 +415,7 @@ function onClose(stream: Stream): AbortSignal {
 
 /** Creates the parent folder, replaces a stale socket, refuses a live one or a non-socket file. */
 async function prepareSocketPath(socketPath: string, log: (line: string) => void): Promise<void> {
-  Deno.mkdirSync(parentOf(socketPath), { recursive: true, mode: 0o700 });
+  ensurePrivateDir(parentOf(socketPath), { what: "VMCache socket folder" });
   let info: Deno.FileInfo;
   try {
     info = Deno.lstatSync(socketPath);

@@ -35,7 +35,7 @@ class FakeSource implements VmSource {
     const ok = () => Promise.resolve();
     return {
       pending: pending as unknown as PendingVm,
-      agent: { setClock: ok, seedRng: ok, setHostname: ok, close() {} } as unknown as AgentClient,
+      agent: { personalizeGuest: ok, close() {} } as unknown as AgentClient,
       size: { cpus: 1, memoryMiB: 256 },
       origin: "direct",
       accel: "tcg",

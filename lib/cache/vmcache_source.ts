@@ -8,6 +8,7 @@
  */
 import type { Settings } from "../config/settings.ts";
 import { VmfactoryError } from "../errors.ts";
+import { existingPrivateDir } from "../private_dir.ts";
 import { shapeFromSettings } from "../factory/boot_plan.ts";
 import {
   type SourceSupply,
@@ -103,6 +104,13 @@ export class VmCacheFetchSource implements VmSource {
         const { stateDir, ...offered } = handOff;
         let store = this.store;
         if (stateDir !== this.store.stateDir) {
+          // the server names the folder: take it over only from a state directory of this user's
+          if (!existingPrivateDir(stateDir, { what: "the VMCache server's state directory" })) {
+            throw new VmfactoryError(
+              "take over the cached VM",
+              `the server's state directory ${stateDir} is not this user's`,
+            );
+          }
           (this.options.log ?? console.error)(
             `warning: VM ${offered.id} lives in the server's state directory ${stateDir}; this configuration uses ${this.store.stateDir}`,
           );

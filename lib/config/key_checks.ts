@@ -20,15 +20,32 @@ export const SHARED_FS_VALUES = [
 export const MIN_MEMORY_MIB = 256;
 /** Largest `default_memory` (MiB) the linter considers sensible: 1 TiB. */
 export const MAX_MEMORY_MIB = 1024 * 1024;
+/** Most memory slots QEMU accepts (`-m slots=`; its ACPI tables describe at most 256). */
+export const MAX_MEMORY_SLOTS = 256;
+/** Most VMs vmfactory keeps booted at once: `vm_cache_number` and `pool_size`. */
+export const MAX_KEPT_VMS = 1024;
+/** Largest unsigned 32-bit value: Kata reads `default_maxvcpus` into a uint32. */
+export const MAX_UINT32 = 2 ** 32 - 1;
+/**
+ * Longest delay (ms) a timer takes: `setTimeout` and `AbortSignal.timeout` fire at once for more
+ * (a signed 32-bit count of milliseconds, about 24.8 days).
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 const isInt = (v: unknown): boolean =>
   typeof v === "bigint" || (typeof v === "number" && Number.isInteger(v));
 
 const bool: ValueCheck = (v) => typeof v === "boolean" ? undefined : "must be true or false";
 const str: ValueCheck = (v) => typeof v === "string" ? undefined : "must be a string";
-const num: ValueCheck = (v) =>
-  typeof v === "number" || typeof v === "bigint" ? undefined : "must be a number";
-const uint: ValueCheck = (v) => isInt(v) && Number(v) >= 0 ? undefined : "must be an integer >= 0";
+const finite: ValueCheck = (v) =>
+  typeof v === "bigint" || (typeof v === "number" && Number.isFinite(v))
+    ? undefined
+    : "must be a finite number";
+/** An integer from 0 to `max`. */
+const upTo = (max: number, why = ""): ValueCheck => (v) =>
+  isInt(v) && Number(v) >= 0 && Number(v) <= max
+    ? undefined
+    : `must be an integer from 0 to ${max}${why}`;
 const absPath: ValueCheck = (v) =>
   typeof v === "string" && v.startsWith("/") ? undefined : "must be an absolute path";
 const oneOf = (values: readonly string[]): ValueCheck => (v) =>
@@ -54,9 +71,9 @@ export const HYPERVISOR_CHECKS: Readonly<Record<string, ValueCheck>> = {
   kernel_params: str,
   machine_type: str,
   default_memory: memory,
-  default_vcpus: num,
-  default_maxvcpus: uint,
-  memory_slots: uint,
+  default_vcpus: finite,
+  default_maxvcpus: upTo(MAX_UINT32),
+  memory_slots: upTo(MAX_MEMORY_SLOTS, " (QEMU's limit)"),
   shared_fs: (v) => v === "" ? undefined : oneOf(SHARED_FS_VALUES)(v),
   confidential_guest: bool,
 };
@@ -65,7 +82,7 @@ export const HYPERVISOR_CHECKS: Readonly<Record<string, ValueCheck>> = {
 export const FACTORY_CHECKS: Readonly<Record<string, ValueCheck>> = {
   enable_template: bool,
   template_path: absPath,
-  vm_cache_number: uint,
+  vm_cache_number: upTo(MAX_KEPT_VMS),
   vm_cache_endpoint: absPath,
 };
 
@@ -74,7 +91,12 @@ export const VMFACTORY_CHECKS: Readonly<Record<string, ValueCheck>> = {
   accel: oneOf(["auto", "kvm", "tcg"]),
   state_dir: absPath,
   guest: oneOf(["builtin", "config"]),
-  pool_size: uint,
+  pool_size: upTo(MAX_KEPT_VMS),
+  console_log_max: (v) =>
+    (typeof v === "bigint" || (typeof v === "number" && Number.isInteger(v))) &&
+      Number(v) >= 4096 && Number(v) <= 64 * 1024 * 1024
+      ? undefined
+      : "must be an integer from 4096 to 67108864 (bytes of serial console kept per VM)",
 };
 
 /** Check for a `[vmfactory.lint]` value. */

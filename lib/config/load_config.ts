@@ -7,6 +7,7 @@ import { parse, TomlError } from "smol-toml";
 import { errorMessage, UsageError } from "../errors.ts";
 import { BUILTIN_DEFAULT_TOML, BUILTIN_PATH } from "./builtin_default.ts";
 import { type KeySpan, locateKeys, pathKey } from "./_locate_keys.ts";
+import { findTooDeep } from "./key_depth.ts";
 import { dropInPaths, resolveConfigPath } from "./resolve_config_path.ts";
 
 /** Where something is written: a file and a 1-based span (end exclusive). */
@@ -75,12 +76,22 @@ export async function loadConfig(
   return mergeSources(sources);
 }
 
-/** Merges already-read sources (later ones win per key); throws {@link ConfigError} on bad TOML. */
+/**
+ * Merges already-read sources (later ones win per key); throws {@link ConfigError} on bad TOML and
+ * on keys nested deeper than `MAX_KEY_DEPTH` (checked before parsing, see `key_depth.ts`).
+ */
 export function mergeSources(sources: ConfigSource[]): LoadedConfig {
   const values: Record<string, unknown> = {};
   const errors: Location[] = [];
   const messages: string[] = [];
   for (const source of sources) {
+    const deep = findTooDeep(source.text);
+    if (deep) {
+      const { message, ...span } = deep;
+      errors.push({ path: source.path, ...span });
+      messages.push(`${source.path}:${span.line}:${span.column}: ${message}`);
+      continue;
+    }
     try {
       mergeInto(values, parse(source.text, { integersAsBigInt: "asNeeded" }));
     } catch (err) {
@@ -124,20 +135,29 @@ function isTable(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof Date);
 }
 
+/**
+ * Merges `src` into `target` (tables key by key, anything else replaced) and copies arrays and
+ * tables into plain objects (smol-toml makes null-prototype ones; the contract promises plain
+ * ones). Iterative: the depth of the input costs no stack.
+ */
 function mergeInto(target: Record<string, unknown>, src: Record<string, unknown>): void {
-  for (const [k, v] of Object.entries(src)) {
-    if (isTable(v)) {
-      if (!isTable(target[k])) target[k] = {};
-      mergeInto(target[k] as Record<string, unknown>, v);
-    } else target[k] = Array.isArray(v) ? v.map(plain) : v;
+  const work: [Record<string, unknown> | unknown[], string | number, unknown][] = [];
+  const push = (into: Record<string, unknown> | unknown[], from: Record<string, unknown>) => {
+    // pushed last to first, so each object gets its keys in the source's order
+    for (const [k, v] of Object.entries(from).reverse()) work.push([into, k, v]);
+  };
+  push(target, src);
+  for (let item; (item = work.pop());) {
+    const [into, k, v] = item;
+    const slot = into as Record<string | number, unknown>;
+    if (Array.isArray(v)) {
+      const copy: unknown[] = new Array(v.length);
+      slot[k] = copy;
+      for (let i = v.length - 1; i >= 0; i--) work.push([copy, i, v[i]]);
+    } else if (isTable(v)) {
+      // merge into an existing table only at the top (drop-ins); copies start empty
+      if (!isTable(slot[k])) slot[k] = {};
+      push(slot[k] as Record<string, unknown>, v);
+    } else slot[k] = v;
   }
-}
-
-/** smol-toml makes null-prototype objects; the contract promises plain ones. */
-function plain(v: unknown): unknown {
-  if (Array.isArray(v)) return v.map(plain);
-  if (!isTable(v)) return v;
-  const out: Record<string, unknown> = {};
-  mergeInto(out, v);
-  return out;
 }

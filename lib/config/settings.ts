@@ -2,8 +2,11 @@
  * The typed, defaulted settings the factory uses, read from a {@link LoadedConfig}.
  * @module
  */
-import type { Accel } from "../qemu/qemu_command.ts";
+import { type Accel, DEFAULT_CONSOLE_LOG_MAX } from "../qemu/qemu_command.ts";
 import { UsageError } from "../errors.ts";
+import { isSystemPath, normalizePath } from "../private_dir.ts";
+import { vmPaths } from "../vm/vm_paths.ts";
+import { newVmId } from "../vm/vm_store.ts";
 import { DEFAULT_QEMU_PATH } from "./builtin_default.ts";
 import {
   FACTORY_CHECKS,
@@ -37,6 +40,8 @@ export interface Settings {
   /** "builtin": the tool supplies kernel + initrd; "config": the configured ones. */
   guest: "builtin" | "config";
   poolSize: number;
+  /** `[vmfactory] console_log_max`: bytes of serial console kept per VM. */
+  consoleLogMax: number;
 }
 
 const ACCELS = ["kvm", "tcg", "auto"] as const;
@@ -45,7 +50,8 @@ const ACCELS = ["kvm", "tcg", "auto"] as const;
  * Reads the settings from `loaded`: the single `[hypervisor.<name>]` table (QEMU preferred when
  * several), factory keys from `[factory]` overridden by `[hypervisor.<name>.factory]`
  * (runtime-rs), `[vmfactory]`; `VMFACTORY_ACCEL` and `VMFACTORY_STATE_DIR` in `env` win.
- * Throws {@link ConfigError} (naming file and line) for a value of the wrong type or range.
+ * Throws {@link ConfigError} (naming file and line) for a value of the wrong type or range, and
+ * for a `state_dir` or `template_path` the tool cannot use ({@link pathProblem}).
  * @example
  * ```ts
  * const settings = settingsFrom(await loadConfig({}));
@@ -85,12 +91,14 @@ export function settingsFrom(
   };
   const h = <T>(key: string, fallback: T) =>
     read(hv, hvPath, key, HYPERVISOR_CHECKS[key], fallback);
-  const f = <T>(key: string, fallback: T) =>
-    key in rsFactory
-      ? read(rsFactory, [...hvPath, "factory"], key, FACTORY_CHECKS[key], fallback)
-      : read(factory, ["factory"], key, FACTORY_CHECKS[key], fallback);
-  const o = <T>(key: string, fallback: T) =>
-    read(ours, ["vmfactory"], key, VMFACTORY_CHECKS[key], fallback);
+  const f = <T>(key: string, fallback: T, extra?: ValueCheck) => {
+    const check = both(FACTORY_CHECKS[key], extra);
+    return key in rsFactory
+      ? read(rsFactory, [...hvPath, "factory"], key, check, fallback)
+      : read(factory, ["factory"], key, check, fallback);
+  };
+  const o = <T>(key: string, fallback: T, extra?: ValueCheck) =>
+    read(ours, ["vmfactory"], key, both(VMFACTORY_CHECKS[key], extra), fallback);
   const optional = (key: string) => h<string>(key, "") || undefined;
 
   const cores = navigator.hardwareConcurrency || 1;
@@ -108,8 +116,16 @@ export function settingsFrom(
     );
   }
   const envState = env.VMFACTORY_STATE_DIR;
-  if (envState !== undefined && !envState.startsWith("/")) {
-    throw new UsageError("read VMFACTORY_STATE_DIR", `"${envState}" is not an absolute path`);
+  const envProblem = envState === undefined ? undefined : pathProblem(envState, "state_dir");
+  if (envProblem) {
+    throw new UsageError("read VMFACTORY_STATE_DIR", `${JSON.stringify(envState)} ${envProblem}`);
+  }
+  const stateDir = normalizePath(
+    envState ?? o("state_dir", defaultStateDir(env), (v) => pathProblem(v, "state_dir")),
+  );
+  const defaultProblem = pathProblem(stateDir, "state_dir");
+  if (defaultProblem) {
+    throw new UsageError("use the default state directory", `${stateDir} ${defaultProblem}`);
   }
 
   return {
@@ -126,22 +142,79 @@ export function settingsFrom(
     memorySlots: h("memory_slots", 0) || 10,
     sharedFs: h("shared_fs", "") || "none",
     enableTemplate: f("enable_template", false),
-    templatePath: f("template_path", "/run/vc/vm/template"),
+    templatePath: normalizePath(
+      f("template_path", "/run/vc/vm/template", (v) => pathProblem(v, "template_path")),
+    ),
     vmCacheNumber: f("vm_cache_number", 0),
-    vmCacheEndpoint: f("vm_cache_endpoint", "/var/run/kata-containers/cache.sock"),
+    vmCacheEndpoint: f(
+      "vm_cache_endpoint",
+      "/var/run/kata-containers/cache.sock",
+      (v) => pathProblem(v, "vm_cache_endpoint"),
+    ),
     accel: (envAccel as Settings["accel"] | undefined) ?? o("accel", "auto"),
-    stateDir: envState ?? o("state_dir", defaultStateDir(env)),
+    stateDir,
     guest: o("guest", kernel && initrd ? "config" : "builtin"),
     poolSize: o("pool_size", 2),
+    consoleLogMax: o("console_log_max", DEFAULT_CONSOLE_LOG_MAX),
   };
 }
 
-/** `/run/vmfactory` as root, else `$XDG_RUNTIME_DIR/vmfactory`, else `/tmp/vmfactory-<uid>`. */
+/**
+ * `/run/vmfactory` as root, else `$XDG_RUNTIME_DIR/vmfactory` (when absolute), else
+ * `/tmp/vmfactory-<uid>`. Each is created 0700 and refused when another user made it first.
+ */
 export function defaultStateDir(env: Record<string, string | undefined>): string {
   const uid = Deno.uid();
   if (uid === 0) return "/run/vmfactory";
-  if (env.XDG_RUNTIME_DIR) return `${env.XDG_RUNTIME_DIR}/vmfactory`;
+  if (env.XDG_RUNTIME_DIR?.startsWith("/")) return `${env.XDG_RUNTIME_DIR}/vmfactory`;
   return `/tmp/vmfactory-${uid ?? "user"}`;
+}
+
+/** Longest Unix socket path: `sun_path` holds 108 bytes with the terminating NUL. */
+export const MAX_SOCKET_PATH_BYTES = 107;
+
+/** The paths settings name, by key. */
+export type PathKey = "state_dir" | "template_path" | "vm_cache_endpoint";
+
+/**
+ * The longest Unix socket path the tool makes for `key` = `path`: a VM's agent socket
+ * (`<state_dir>/vms/<id>/agent.sock`), a template build's (`<template_path>/.build-<id>/…`),
+ * or the VMCache endpoint and the temporary socket the server binds beside it (`.<16 hex>/s`).
+ */
+export function longestSocketPath(path: string, key: PathKey): string {
+  if (key === "vm_cache_endpoint") {
+    const beside = `${path.slice(0, path.lastIndexOf("/"))}/.${"0".repeat(16)}/s`;
+    return beside.length > path.length ? beside : path;
+  }
+  const id = newVmId();
+  if (key === "state_dir") return vmPaths(`${path}/vms/${id}`, id).agentSocket;
+  return vmPaths(`${path}/.build-${id.slice(0, 8)}`, id).agentSocket;
+}
+
+/**
+ * What makes `value` unusable as `key`, or undefined: not an absolute path, a control character
+ * (a newline cannot be passed on safely), a `..` component, a system folder itself (`/`, `/run`,
+ * `/tmp`, …; not a folder below one), or so long that a socket below it exceeds 107 bytes.
+ */
+export function pathProblem(value: unknown, key: PathKey): string | undefined {
+  if (typeof value !== "string" || !value.startsWith("/")) return "must be an absolute path";
+  // deno-lint-ignore no-control-regex
+  if (/[\x00-\x1f\x7f]/.test(value)) return "must not contain control characters (a newline)";
+  if (value.split("/").includes("..")) return "must not contain `..`";
+  if (key !== "vm_cache_endpoint" && isSystemPath(value)) {
+    return "must not be a system folder itself (use a folder of its own below it)";
+  }
+  const socket = longestSocketPath(normalizePath(value), key);
+  const bytes = new TextEncoder().encode(socket).length;
+  if (bytes > MAX_SOCKET_PATH_BYTES) {
+    return `is too long: the socket ${socket} would be ${bytes} bytes, more than the ` +
+      `${MAX_SOCKET_PATH_BYTES} a Unix socket path may have`;
+  }
+  return undefined;
+}
+
+function both(a: ValueCheck, b?: ValueCheck): ValueCheck {
+  return b ? (v) => a(v) ?? b(v) : a;
 }
 
 function isTable(v: unknown): v is Record<string, unknown> {

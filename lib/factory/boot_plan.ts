@@ -1,14 +1,23 @@
 /**
  * What every VM of a configuration boots with: QEMU binary, kernel, initrd, command line,
- * accelerator and machine shape, resolved once from the settings.
+ * accelerator and machine shape, resolved once from the settings; and the QEMU spec and start
+ * options of one VM of it (confined: sandboxed, another user when the tool is root, its cgroup).
  * @module
  */
+import { ensurePrivateDir } from "../private_dir.ts";
 import type { Settings } from "../config/settings.ts";
 import { UsageError } from "../errors.ts";
 import { buildGuest, type BuildPhase, GUEST_APPEND } from "../guest/build_guest.ts";
 import { cachedAccel } from "../qemu/accel.ts";
-import type { Accel, QemuMemory, QemuSpec } from "../qemu/qemu_command.ts";
-import { assertQemuInstalled } from "../qemu/qemu_process.ts";
+import {
+  type Accel,
+  consoleRingSize,
+  DEFAULT_CONSOLE_LOG_MAX,
+  type QemuMemory,
+  type QemuSpec,
+} from "../qemu/qemu_command.ts";
+import { assertQemuInstalled, type StartQemuOptions } from "../qemu/qemu_process.ts";
+import { qemuRunAs } from "../qemu/qemu_user.ts";
 import type { VmPaths } from "../vm/vm_paths.ts";
 
 /** The machine shape of a VM: what a template and every clone of it share. */
@@ -39,6 +48,8 @@ export interface BootPlan extends MachineShape {
   append: string;
   /** Accelerator. */
   accel: Accel;
+  /** Bytes of serial console kept per VM; default {@link DEFAULT_CONSOLE_LOG_MAX}. */
+  consoleLogMax?: number;
 }
 
 /** The machine shape part of `plan`. */
@@ -87,6 +98,7 @@ export async function resolveBootPlan(
   settings: Settings,
   hooks: BootPlanHooks = {},
 ): Promise<BootPlan> {
+  ensurePrivateDir(settings.stateDir, { what: "state directory" });
   assertQemuInstalled(settings.qemuPath);
   let kernel: string, initrd: string, append: string;
   if (settings.guest === "builtin") {
@@ -109,6 +121,7 @@ export async function resolveBootPlan(
     initrd,
     append,
     accel,
+    consoleLogMax: settings.consoleLogMax,
     ...shapeFromSettings(settings),
   };
 }
@@ -144,9 +157,26 @@ export function qemuSpecFor(plan: BootPlan, paths: VmPaths, opts: SpecOptions = 
     append: plan.append,
     qmpSocket: paths.qmpSocket,
     agentSocket: paths.agentSocket,
-    consoleLog: paths.consoleLog,
+    consoleRingBytes: consoleRingSize(plan.consoleLogMax ?? DEFAULT_CONSOLE_LOG_MAX),
+    runAs: qemuRunAs(),
     name: `vmf-${paths.id}`,
     vmgenid: crypto.randomUUID(),
     incoming: opts.incoming,
+  };
+}
+
+/**
+ * The `startQemu` options of the VM `spec` in `paths`: its log and pid files, and its cgroup
+ * (named by the VM id, sized by the vCPU and memory ceilings, applied where the host allows).
+ */
+export function startOptionsFor(paths: VmPaths, spec: QemuSpec): StartQemuOptions {
+  return {
+    logFile: `${paths.dir}/qemu.log`,
+    pidFile: paths.pidFile,
+    cgroup: {
+      name: paths.id,
+      cpus: spec.maxCpus ?? spec.cpus,
+      memoryMiB: spec.maxMemoryMiB ?? spec.memoryMiB,
+    },
   };
 }

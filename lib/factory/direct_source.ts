@@ -7,8 +7,9 @@ import { VmfactoryError } from "../errors.ts";
 import { type AgentClient, waitForAgent } from "../guest/agent_client.ts";
 import { pollUntil } from "../poll_until.ts";
 import { isAlive, type ProcessIdentity } from "../process_identity.ts";
-import { buildQemuArgs } from "../qemu/qemu_command.ts";
-import { readLogTail, startQemu } from "../qemu/qemu_process.ts";
+import { buildQemuArgs, DEFAULT_CONSOLE_LOG_MAX } from "../qemu/qemu_command.ts";
+import { startQemu } from "../qemu/qemu_process.ts";
+import { consoleTail } from "../vm/console_log.ts";
 import type { PhaseTimer } from "../vm/vm_record.ts";
 import type { VmPaths } from "../vm/vm_paths.ts";
 import type { VmStore } from "../vm/vm_store.ts";
@@ -18,6 +19,7 @@ import {
   qemuSpecFor,
   resolveBootPlan,
   type SpecOptions,
+  startOptionsFor,
 } from "./boot_plan.ts";
 import type { Size, SourceSupply, SourceVm, VmRequest, VmSource } from "./vm_source.ts";
 
@@ -30,10 +32,9 @@ export async function spawnVm(
   paths: VmPaths,
   opts: SpecOptions = {},
 ): Promise<ProcessIdentity> {
-  const argv = buildQemuArgs(qemuSpecFor(plan, paths, opts));
-  return await startQemu(argv, {
-    logFile: `${paths.dir}/qemu.log`,
-    pidFile: paths.pidFile,
+  const spec = qemuSpecFor(plan, paths, opts);
+  return await startQemu(buildQemuArgs(spec), {
+    ...startOptionsFor(paths, spec),
     qmpSocket: paths.qmpSocket,
   });
 }
@@ -46,7 +47,7 @@ export async function spawnVm(
 export async function waitForBoot(
   paths: VmPaths,
   action: string,
-  watch: { process?: ProcessIdentity; signal?: AbortSignal } = {},
+  watch: { process?: ProcessIdentity; signal?: AbortSignal; consoleLogMax?: number } = {},
 ): Promise<AgentClient> {
   let settled = false;
   const agent = waitForAgent(paths.agentSocket, { deadline: Date.now() + BOOT_TIMEOUT_MS });
@@ -62,7 +63,7 @@ export async function waitForBoot(
     agent.then((a) => a.close(), () => {}); // answered after all: nobody's any more
     throw new Error(first ?? "no answer");
   } catch (err) {
-    const tail = await readLogTail(paths.consoleLog, 3);
+    const tail = await consoleTail(paths, watch.consoleLogMax ?? DEFAULT_CONSOLE_LOG_MAX, 3);
     throw new VmfactoryError(
       action,
       `${(err as Error).message}${tail ? `; console: ${tail}` : ""}`,
@@ -125,7 +126,10 @@ export class DirectSource implements VmSource {
     try {
       pending.process = await spawnVm(this.plan, pending.paths, size);
       timer.mark("spawnMs");
-      const agent = await waitForBoot(pending.paths, "boot a VM", { process: pending.process });
+      const agent = await waitForBoot(pending.paths, "boot a VM", {
+        process: pending.process,
+        consoleLogMax: this.plan.consoleLogMax,
+      });
       timer.mark("bootMs");
       return { pending, agent, size, origin: "direct", accel: this.plan.accel, sharesBoot: false };
     } catch (err) {

@@ -21,10 +21,10 @@ function fakeAgent(calls: string[], failOn?: string): AgentClient {
     return name === failOn ? Promise.reject(new Error(`${name} failed`)) : Promise.resolve();
   };
   return {
-    setClock: call("setClock"),
-    seedRng: call("seedRng"),
-    setHostname: call("setHostname"),
-    setBootId: call("setBootId"),
+    personalizeGuest: (p: { bootId?: string }) => {
+      if (p.bootId) calls.push("newBootId");
+      return call("personalizeGuest")();
+    },
     exec: call("exec"),
     close: () => calls.push("close"),
   } as unknown as AgentClient;
@@ -84,13 +84,7 @@ Deno.test("factory: personalizes once (boot_id for clones), commits the record o
   const source = new FakeSource("clone", f.store, f.fakes);
   const factory = new VmFactory(source);
   const record = await factory.getVm({ hostname: "web-1" });
-  assert.deepEqual(source.calls.sort(), [
-    "close",
-    "seedRng",
-    "setBootId",
-    "setClock",
-    "setHostname",
-  ]);
+  assert.deepEqual(source.calls.sort(), ["close", "newBootId", "personalizeGuest"]);
   assert.equal(record.hostname, "web-1");
   assert.equal(record.templateId, "t1");
   assert.deepEqual({ pid: record.pid, startTime: record.startTime }, source.processes[0]);
@@ -101,8 +95,8 @@ Deno.test("factory: personalizes once (boot_id for clones), commits the record o
 
 Deno.test("factory: a failed step stops the VM and leaves no folder", async () => {
   await using f = await fixture();
-  const source = new FakeSource("clone", f.store, f.fakes, "setHostname");
-  await assert.rejects(new VmFactory(source).getVm(), /setHostname failed/);
+  const source = new FakeSource("clone", f.store, f.fakes, "personalizeGuest");
+  await assert.rejects(new VmFactory(source).getVm(), /personalizeGuest failed/);
   assert.ok(!isAlive(source.processes[0]), "its QEMU is stopped");
   assert.deepEqual(f.store.folders(), []);
   assert.ok(source.calls.includes("close"), "the agent connection is closed");
@@ -121,7 +115,7 @@ Deno.test("factory: an unfit source falls back with the reason, or fails when st
   const record = await factory.getVm();
   assert.equal(direct.processes.length, 1);
   assert.deepEqual(lines, ["warning: the template is stale: kernel changed; cold-booting instead"]);
-  assert.ok(!direct.calls.includes("setBootId"), "a cold boot keeps its own boot_id");
+  assert.ok(!direct.calls.includes("newBootId"), "a cold boot keeps its own boot_id");
 
   const strict = new VmFactory(primary, { strict: true, fallback: () => Promise.resolve(direct) });
   await assert.rejects(strict.getVm(), (err) => {

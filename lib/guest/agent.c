@@ -5,8 +5,13 @@
  * "scripts/deno run -A scripts/gen_agent_source.ts" (lib/guest/agent_source_test.ts checks it).
  *
  * Serves the host on the virtio-serial port named "org.vmfactory.agent". Frames (big-endian):
- * u32 magic "VMFA", u8 version 1, u8 type, u16 flags 0, u32 request id, u32 payload length,
+ * u32 magic "VMFA", u8 version 2, u8 type, u16 flags 0, u32 request id, u32 payload length,
  * payload (at most 1 MiB). lib/guest/agent_frame.ts and agent_payload.ts are the host side.
+ * Answers go out as plain frames. Requests come in COBS-encoded, each between two 0 bytes: hosts
+ * connect one after another, and one may leave a request unfinished (killed mid-write) without
+ * the agent seeing it leave (QEMU's close and open notices can arrive together, or after the next
+ * host's data); the 0 that starts the next request ends the unfinished one, which then fails to
+ * decode to a whole frame and is dropped. No request is ever read as the rest of another's.
  *
  * Idle costs nothing: while no host is connected the port reads EOF and polls HUP at once, so
  * the agent leaves it out of ppoll() and sleeps with SIGIO unblocked; the virtio_console driver
@@ -19,6 +24,7 @@
 #include <linux/random.h>
 #include <poll.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,16 +41,19 @@
 
 #define PORT_NAME "org.vmfactory.agent"
 #define MAGIC 0x564d4641u
-#define VERSION 1
+#define VERSION 2
 #define HDR 16
 #define MAX_PAYLOAD (1u << 20)
+/* longest COBS-encoded request: one length byte per 254 bytes of frame */
+#define MAX_SEGMENT (HDR + MAX_PAYLOAD + (HDR + MAX_PAYLOAD + 253) / 254)
 #define MAX_JOBS 16
 #define CHUNK 65536
 #define BACKPRESSURE (256u * 1024)
-#define DEFAULT_LIMIT (16u << 20)
+#ifndef RNDRESEEDCRNG
+#define RNDRESEEDCRNG _IO('R', 0x07) /* Linux 4.17; older C headers lack the name */
+#endif
 
-enum { OP_PING = 1, OP_INFO, OP_EXEC, OP_SET_CLOCK, OP_SEED_RNG, OP_SET_HOSTNAME, OP_SET_BOOT_ID,
-       OP_ONLINE_HOTPLUGGED };
+enum { OP_PING = 1, OP_INFO, OP_EXEC, OP_PERSONALIZE, OP_ONLINE_HOTPLUGGED };
 enum { R_RESULT = 0x80, R_STDOUT, R_STDERR, R_EXIT, R_ERROR = 0xff };
 
 struct job {
@@ -58,8 +67,9 @@ struct job {
 
 static int port = -1, host; /* host: a host is connected to the port */
 static volatile sig_atomic_t got_io, got_chld;
-static unsigned char in_buf[HDR + MAX_PAYLOAD + CHUNK];
-static size_t in_len;
+static unsigned char in_buf[MAX_SEGMENT + CHUNK]; /* bytes since the last 0 delimiter */
+static size_t in_len, in_scanned;                  /* in_scanned: bytes known to hold no 0 */
+static int in_discard;                             /* the segment is too long: drop up to its 0 */
 static unsigned char *out_buf;
 static size_t out_len, out_cap;
 static struct job jobs[MAX_JOBS];
@@ -196,8 +206,8 @@ static void reap(void) {
       if (jobs[i].used && jobs[i].pid == pid) finish_job(&jobs[i], status);
 }
 
-/* payload: u32 flags (1 = shell line), u32 timeout ms (0 = none), u32 output limit (0 = default),
-   u32 argc, argc x (u32 len, bytes), u32 stdin length, stdin bytes */
+/* payload: u32 flags (1 = shell line), u32 timeout ms (0 = none), u32 output limit (bytes of
+   stdout and stderr together), u32 argc, argc x (u32 len, bytes), u32 stdin length, stdin bytes */
 static void op_exec(uint32_t id, const unsigned char *p, size_t len) {
   const unsigned char *end = p + len;
   struct job *j = NULL;
@@ -273,7 +283,7 @@ static void op_exec(uint32_t id, const unsigned char *p, size_t len) {
     if (j->in_buf) memcpy(j->in_buf, p + 4, in_len), j->in_len = in_len;
     feed_stdin(j);
   }
-  j->limit = limit ? limit : DEFAULT_LIMIT;
+  j->limit = limit;
   j->deadline = timeout ? now_ms() + timeout : 0;
 done:
   for (int i = (flags & 1) ? 2 : 0; i < n; i++) free(argv[i]);
@@ -353,60 +363,99 @@ static void op_info(uint32_t id) {
   send_frame(R_RESULT, id, text, n);
 }
 
-static void op_set_clock(uint32_t id, const unsigned char *p, size_t len) {
-  if (len != 8) return send_text_error(id, "set clock: malformed request");
-  uint64_t ns = (uint64_t)get32(p) << 32 | get32(p + 4);
-  struct timespec ts = {.tv_sec = ns / 1000000000u, .tv_nsec = ns % 1000000000u};
-  if (clock_settime(CLOCK_REALTIME, &ts) < 0) return send_error(id, "set clock");
-  send_frame(R_RESULT, id, NULL, 0);
-}
-
-static void op_seed_rng(uint32_t id, const unsigned char *p, size_t len) {
-  if (len == 0 || len > 4096) return send_text_error(id, "seed rng: need 1 to 4096 bytes");
-  struct rand_pool_info *info = malloc(sizeof *info + len + 4);
-  if (!info) return send_text_error(id, "seed rng: out of memory");
-  info->entropy_count = len * 8;
-  info->buf_size = len;
-  memcpy(info->buf, p, len);
+/* Mixes the host's bytes into the input pool, credits them, and forces the CRNG to reseed from
+   it at once (else a clone could keep drawing from the template's CRNG state for a while). */
+static int seed_rng(const unsigned char *p, size_t len, const char **step) {
+  static union {
+    struct rand_pool_info info;
+    unsigned char raw[sizeof(struct rand_pool_info) + 4096];
+  } pool;
+  pool.info.entropy_count = len * 8;
+  pool.info.buf_size = len;
+  memcpy(pool.raw + offsetof(struct rand_pool_info, buf), p, len);
+  *step = "personalize: open /dev/urandom";
   int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
-  if (fd < 0 || write(fd, p, len) != (ssize_t)len || ioctl(fd, RNDADDENTROPY, info) < 0)
-    send_error(id, "seed rng");
-  else
-    send_frame(R_RESULT, id, NULL, 0);
-  if (fd >= 0) close(fd);
-  free(info);
-}
-
-static void op_set_hostname(uint32_t id, const unsigned char *p, size_t len) {
-  if (len == 0 || len > 64) return send_text_error(id, "set hostname: need 1 to 64 bytes");
-  if (sethostname((const char *)p, len) < 0) return send_error(id, "set hostname");
-  send_frame(R_RESULT, id, NULL, 0);
+  if (fd < 0) return -1;
+  *step = "personalize: add the seed to the RNG";
+  int r = ioctl(fd, RNDADDENTROPY, &pool.info);
+  if (r == 0) {
+    *step = "personalize: reseed the CRNG";
+    r = ioctl(fd, RNDRESEEDCRNG);
+  }
+  int saved = errno;
+  close(fd);
+  errno = saved;
+  return r < 0 ? -1 : 0;
 }
 
 /* /proc/sys/kernel/random/boot_id is read-only: bind-mount a file with the new id over it. */
-static void op_set_boot_id(uint32_t id, const unsigned char *p, size_t len) {
+static int set_boot_id(const unsigned char *p, const char **step) {
   static const char *target = "/proc/sys/kernel/random/boot_id", *file = "/run/vmf-boot_id";
-  char text[38];
-  if (len != 36) return send_text_error(id, "set boot_id: need a 36-character UUID");
-  for (size_t i = 0; i < len; i++) {
-    int dash = i == 8 || i == 13 || i == 18 || i == 23;
-    if (dash ? p[i] != '-' : !strchr("0123456789abcdef", p[i]) || !p[i])
-      return send_text_error(id, "set boot_id: need a lowercase UUID");
-  }
+  char text[37];
   memcpy(text, p, 36);
   text[36] = '\n';
+  *step = "personalize: write the boot_id";
   int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0444);
-  if (fd < 0 || write(fd, text, 37) != 37) {
-    send_error(id, "set boot_id: write");
-    if (fd >= 0) close(fd);
-    return;
-  }
+  if (fd < 0) return -1;
+  ssize_t n = write(fd, text, 37);
+  int saved = errno;
   close(fd);
+  errno = saved;
+  if (n != 37) return -1;
   if (boot_id_mounted && umount2(target, MNT_DETACH) == 0) boot_id_mounted = 0;
-  if (!boot_id_mounted && mount(file, target, NULL, MS_BIND, NULL) < 0)
-    return send_error(id, "set boot_id: bind mount");
+  *step = "personalize: bind-mount the boot_id";
+  if (!boot_id_mounted && mount(file, target, NULL, MS_BIND, NULL) < 0) return -1;
   boot_id_mounted = 1;
-  send_frame(R_RESULT, id, NULL, 0);
+  return 0;
+}
+
+static int is_uuid(const unsigned char *p, size_t len) {
+  if (len != 36) return 0;
+  for (size_t i = 0; i < len; i++) {
+    int dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? p[i] != '-' : !p[i] || !strchr("0123456789abcdef", p[i])) return 0;
+  }
+  return 1;
+}
+
+/* payload: u64 wall clock in ns since the epoch, then three (u32 length, bytes) fields: RNG seed
+   (1 to 4096 bytes), hostname (1 to 64), boot_id (empty, or a lowercase UUID). Checks all of it,
+   then seeds and reseeds the RNG, sets the clock, the hostname and the boot_id, and answers once,
+   with what it reads back, only when every step succeeded (else an error naming the step). */
+static void op_personalize(uint32_t id, const unsigned char *p, size_t len) {
+  const unsigned char *end = p + len, *field[3];
+  uint32_t flen[3];
+  if (len < 8) return send_text_error(id, "personalize: malformed request");
+  uint64_t ns = (uint64_t)get32(p) << 32 | get32(p + 4);
+  p += 8;
+  for (int i = 0; i < 3; i++) {
+    if (end - p < 4 || get32(p) > (size_t)(end - p) - 4)
+      return send_text_error(id, "personalize: malformed request");
+    flen[i] = get32(p);
+    field[i] = p + 4;
+    p += 4 + flen[i];
+  }
+  if (p != end || flen[0] < 1 || flen[0] > 4096 || flen[1] < 1 || flen[1] > 64 ||
+      memchr(field[1], 0, flen[1]) || (flen[2] && !is_uuid(field[2], flen[2])))
+    return send_text_error(id, "personalize: malformed request");
+  const char *step;
+  if (seed_rng(field[0], flen[0], &step) < 0) return send_error(id, step);
+  struct timespec ts = {.tv_sec = ns / 1000000000u, .tv_nsec = ns % 1000000000u};
+  if (clock_settime(CLOCK_REALTIME, &ts) < 0) return send_error(id, "personalize: set the clock");
+  if (sethostname((const char *)field[1], flen[1]) < 0)
+    return send_error(id, "personalize: set the hostname");
+  if (flen[2] && set_boot_id(field[2], &step) < 0) return send_error(id, step);
+
+  char boot_id[64] = "", text[256];
+  struct utsname u;
+  struct timespec rt;
+  uname(&u);
+  clock_gettime(CLOCK_REALTIME, &rt);
+  if (read_file("/proc/sys/kernel/random/boot_id", boot_id, sizeof boot_id) > 0)
+    boot_id[strcspn(boot_id, "\n")] = 0;
+  int n = snprintf(text, sizeof text, "reseeded=1\ntime_ns=%lld%09ld\nhostname=%s\nboot_id=%s\n",
+                   (long long)rt.tv_sec, rt.tv_nsec, u.nodename, boot_id);
+  send_frame(R_RESULT, id, text, n < 0 ? 0 : (size_t)n);
 }
 
 static uint32_t online_all(const char *dir, const char *prefix) {
@@ -437,42 +486,59 @@ static void handle(int type, uint32_t id, const unsigned char *p, size_t len) {
   case OP_PING: return send_frame(R_RESULT, id, p, len);
   case OP_INFO: return op_info(id);
   case OP_EXEC: return op_exec(id, p, len);
-  case OP_SET_CLOCK: return op_set_clock(id, p, len);
-  case OP_SEED_RNG: return op_seed_rng(id, p, len);
-  case OP_SET_HOSTNAME: return op_set_hostname(id, p, len);
-  case OP_SET_BOOT_ID: return op_set_boot_id(id, p, len);
+  case OP_PERSONALIZE: return op_personalize(id, p, len);
   case OP_ONLINE_HOTPLUGGED: return op_online_hotplugged(id);
   default: return send_text_error(id, "unknown operation");
   }
 }
 
-/* Parses whole frames out of in_buf; skips bytes up to the next magic on garbage. */
-static void parse_input(void) {
-  size_t off = 0;
-  while (in_len - off >= HDR) {
-    unsigned char *h = in_buf + off;
-    if (get32(h) != MAGIC || h[4] != VERSION || h[6] || h[7]) {
-      unsigned char *next = memmem(h + 1, in_len - off - 1, "VMFA", 4);
-      off = next ? (size_t)(next - in_buf) : in_len - 3;
-      continue;
-    }
-    uint32_t id = get32(h + 8), len = get32(h + 12);
-    if (len > MAX_PAYLOAD) {
-      send_text_error(id, "frame payload exceeds 1 MiB");
-      off += HDR;
-      continue;
-    }
-    if (in_len - off < HDR + len) break;
-    handle(h[5], id, h + HDR, len);
-    off += HDR + len;
+/* Decodes a COBS segment in place; returns the decoded length, or -1 when it is malformed. */
+static long cobs_decode(unsigned char *p, size_t len) {
+  size_t in = 0, out = 0;
+  while (in < len) {
+    unsigned code = p[in++];
+    if (code == 0 || code - 1 > len - in) return -1;
+    memmove(p + out, p + in, code - 1);
+    out += code - 1;
+    in += code - 1;
+    if (code < 0xff && in < len) p[out++] = 0;
   }
-  memmove(in_buf, in_buf + off, in_len - off);
-  in_len -= off;
+  return out;
 }
 
-/* Reads what the port has. EAGAIN means a host is connected; EOF means none is. Data can arrive
-   before the guest learns that its host connected, so data alone says nothing. Nothing is reset
-   on disconnect: the next host may already have sent its first request. */
+/* One request between two 0 bytes. A segment that is not one whole frame is dropped: what a
+   host that left mid-request sent, or noise; one with a valid magic is answered with an error. */
+static void handle_segment(unsigned char *p, size_t len) {
+  long n = cobs_decode(p, len);
+  if (n < HDR || get32(p) != MAGIC) return;
+  uint32_t id = get32(p + 8);
+  if (p[4] != VERSION || p[6] || p[7] || get32(p + 12) != (uint32_t)(n - HDR))
+    return send_text_error(id, "malformed frame");
+  handle(p[5], id, p + HDR, n - HDR);
+}
+
+/* Handles every segment in_buf completes and keeps the unfinished one (each byte is scanned for
+   the delimiter once); a segment longer than any request is dropped up to its end. */
+static void parse_input(void) {
+  size_t start = 0;
+  unsigned char *zero;
+  while ((zero = memchr(in_buf + in_scanned, 0, in_len - in_scanned))) {
+    size_t end = zero - in_buf;
+    if (!in_discard && end > start) handle_segment(in_buf + start, end - start);
+    in_discard = 0;
+    start = in_scanned = end + 1;
+  }
+  memmove(in_buf, in_buf + start, in_len - start);
+  in_len -= start;
+  in_scanned = in_len;
+  if (in_len > MAX_SEGMENT) in_len = in_scanned = 0, in_discard = 1;
+}
+
+/* Reads what the port has. EAGAIN means a host is connected; EOF means none is (the driver then
+   has nothing unread and has been told the host closed; SIGIO woke us for it). Data can arrive
+   before the guest learns that its host connected, so data alone says nothing, and an unfinished
+   request is not dropped here: the next host may already have sent the start of its own. The 0
+   byte that starts every request resynchronises instead (parse_input). */
 static void read_port(void) {
   for (;;) {
     ssize_t n = read(port, in_buf + in_len, sizeof in_buf - in_len);

@@ -10,7 +10,9 @@ export type AgentErrorCode =
   | "timeout" // no answer in time
   | "closed" // the connection ended before the answer
   | "remote" // the agent answered with an error
-  | "protocol"; // the answer was malformed or too large
+  | "protocol" // the answer was malformed, too large or not what was asked
+  | "request" // the call was refused before it was sent (a bad argument), or its callback threw
+  | "busy"; // too many calls already wait for an answer
 
 /**
  * A failed agent call; `code` says why, the message reads "Cannot <action>: <detail>".

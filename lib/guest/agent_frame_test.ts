@@ -2,11 +2,14 @@ import assert from "node:assert/strict";
 import {
   type Decoded,
   encodeFrame,
+  encodeRequest,
+  FRAME_VERSION,
   FrameDecoder,
   HEADER_SIZE,
   MAX_PAYLOAD,
   Op,
   Reply,
+  RequestDecoder,
 } from "./agent_frame.ts";
 
 const frames = (items: Decoded[]) => items.map((d) => (d.kind === "frame" ? d.frame : d));
@@ -15,7 +18,16 @@ Deno.test("encodeFrame + FrameDecoder round trip", () => {
   const payload = new TextEncoder().encode("hello");
   const bytes = encodeFrame(Op.exec, 0xdeadbeef, payload);
   assert.equal(bytes.length, HEADER_SIZE + 5);
-  assert.deepEqual([...bytes.subarray(0, 8)], [0x56, 0x4d, 0x46, 0x41, 1, Op.exec, 0, 0]);
+  assert.deepEqual([...bytes.subarray(0, 8)], [
+    0x56,
+    0x4d,
+    0x46,
+    0x41,
+    FRAME_VERSION,
+    Op.exec,
+    0,
+    0,
+  ]);
   assert.deepEqual(frames(new FrameDecoder().push(bytes)), [{
     type: Op.exec,
     id: 0xdeadbeef,
@@ -82,4 +94,68 @@ Deno.test("FrameDecoder reports an oversized header and keeps going", () => {
 
 Deno.test("encodeFrame refuses a payload over 1 MiB", () => {
   assert.throws(() => encodeFrame(Op.exec, 1, new Uint8Array(MAX_PAYLOAD + 1)), RangeError);
+});
+
+Deno.test("FrameDecoder work and memory stay linear: a 1 MiB frame in 1-byte chunks", () => {
+  const payload = new Uint8Array(MAX_PAYLOAD).map((_, i) => i % 253);
+  const bytes = encodeFrame(Reply.stdout, 3, payload);
+  const decoder = new FrameDecoder();
+  const got: Decoded[] = [];
+  // byte by byte: quadratic copying would take minutes (10^12 byte copies), linear takes ms
+  for (let i = 0; i < bytes.length; i++) got.push(...decoder.push(bytes.subarray(i, i + 1)));
+  assert.equal(got.length, 1);
+  assert.ok(got[0].kind === "frame" && got[0].frame.payload.every((b, i) => b === payload[i]));
+});
+
+Deno.test("FrameDecoder skips megabytes of garbage holding partial magics", () => {
+  const decoder = new FrameDecoder();
+  const junk = new Uint8Array(4 << 20).map((_, i) => [0x56, 0x4d, 0x46, 7][i % 4]);
+  assert.deepEqual(decoder.push(junk), []);
+  const header = encodeFrame(Reply.result, 9).subarray(0, 10); // an unfinished header
+  assert.deepEqual(decoder.push(header), []);
+  assert.equal(decoder.skipped, junk.length);
+  // the unfinished header ends up announcing 0x03040506 bytes: reported, skipped, then a frame
+  const got = decoder.push(new Uint8Array([1, 2, 3, 4, 5, 6, ...encodeFrame(Reply.result, 10)]));
+  assert.deepEqual(got.map((d) => [d.kind, d.kind === "frame" ? d.frame.id : d.id]), [
+    ["oversize", 258],
+    ["frame", 10],
+  ]);
+});
+
+Deno.test("encodeRequest: COBS between two 0 bytes, decoded back in any split", () => {
+  const payloads = [
+    new Uint8Array(),
+    new Uint8Array(1000), // all zeros
+    new Uint8Array(1000).fill(7), // runs longer than 254
+    new Uint8Array(70_000).map((_, i) => (i * 7919) % 251), // zeros and runs of every length
+    new Uint8Array(254 - HEADER_SIZE).fill(1), // a frame ending exactly on a full run
+  ];
+  const wire = payloads.map((p, i) => encodeRequest(Op.exec, i, p));
+  for (const w of wire) {
+    assert.equal(w[0], 0);
+    assert.equal(w[w.length - 1], 0);
+    assert.equal(w.subarray(1, -1).indexOf(0), -1);
+    assert.ok(w.length <= HEADER_SIZE + 3 + Math.ceil((w.length - 3) / 254) + w.length);
+  }
+  const all = new Uint8Array(wire.reduce((n, w) => n + w.length, 0));
+  wire.reduce((at, w) => (all.set(w, at), at + w.length), 0);
+  for (const step of [1, 7, 4096, all.length]) {
+    const decoder = new RequestDecoder();
+    const got = [];
+    for (let i = 0; i < all.length; i += step) got.push(...decoder.push(all.subarray(i, i + step)));
+    assert.deepEqual(got.map((f) => f.id), [0, 1, 2, 3, 4]);
+    got.forEach((f, i) => assert.deepEqual(f.payload, payloads[i]));
+  }
+});
+
+Deno.test("RequestDecoder: an unfinished request ends at the next request's 0", () => {
+  const big = encodeRequest(Op.exec, 1, new Uint8Array(5000).fill(3));
+  const ping = encodeRequest(Op.ping, 2);
+  const decoder = new RequestDecoder();
+  // a host left after half its request; the next host's ping must not be swallowed
+  assert.deepEqual(decoder.push(big.subarray(0, 2500)), []);
+  assert.deepEqual(decoder.push(ping).map((f) => [f.type, f.id]), [[Op.ping, 2]]);
+  // a cut that lands on a run boundary still decodes, to a frame shorter than its header says
+  const cut = encodeRequest(Op.exec, 3, new Uint8Array(600).fill(1)).subarray(0, 1 + 255);
+  assert.deepEqual(decoder.push(new Uint8Array([...cut, ...ping])).map((f) => f.id), [2]);
 });

@@ -3,19 +3,26 @@
  * and the guest agent. Cached by content hash under `<stateDir>/guest/<hash>/`.
  * @module
  */
+import { ensurePrivateDir } from "../private_dir.ts";
 import { UsageError, VmfactoryError } from "../errors.ts";
 import { sha256Hex } from "../sha256_hex.ts";
 import { AGENT_SOURCE } from "./agent_source.ts";
 import { type CpioEntry, writeCpio } from "./cpio_writer.ts";
 import { extractVmlinux, findHostKernel, kernelRelease } from "./host_kernel.ts";
 import { AGENT_PATH, initScript } from "./init_script.ts";
-import { moduleName, resolveModules } from "./module_deps.ts";
+import { availableModules, moduleName, resolveModules } from "./module_deps.ts";
 
 /** Bump when the image layout changes, so cached images are rebuilt. */
 const BUILDER_VERSION = 2;
 const BUSYBOX = "/bin/busybox";
 /** virtio_console and the PCI transport (the console does not depend on it) */
 const GUEST_MODULES = ["virtio_pci", "virtio_console"];
+/**
+ * Loaded when the kernel has them (a kernel without them still boots the guest): vmgenid (Linux
+ * 5.18+) reseeds the guest's CRNG as soon as a clone's VM generation ID differs from the
+ * template's, before the host's seed arrives. Built in on Debian's kernels (nothing to load).
+ */
+const OPTIONAL_GUEST_MODULES = ["vmgenid"];
 /** gcc flags for the guest agent (agent.c): static (the guest has no libc), small, warning-free. */
 export const AGENT_CFLAGS: readonly string[] = [
   "-static",
@@ -88,7 +95,7 @@ export async function buildGuest(opts: BuildGuestOptions): Promise<GuestImage> {
       builder: BUILDER_VERSION,
       kernel: [Deno.realPathSync(kernelPath), kernelStat.size, kernelStat.mtime?.getTime()],
       modulesDep: [depStat.size, depStat.mtime?.getTime()],
-      modules: GUEST_MODULES,
+      modules: [...GUEST_MODULES, ...OPTIONAL_GUEST_MODULES],
       busybox: [busyboxStat.size, busyboxStat.mtime?.getTime()],
       agent: AGENT_SOURCE,
       agentFlags: AGENT_CFLAGS,
@@ -109,17 +116,19 @@ export async function buildGuest(opts: BuildGuestOptions): Promise<GuestImage> {
   if (exists(dir)) return image;
 
   await requireStaticBusybox();
-  Deno.mkdirSync(guestDir, { recursive: true });
+  ensurePrivateDir(opts.stateDir, { what: "state directory" });
+  Deno.mkdirSync(guestDir, { recursive: true, mode: 0o700 });
   const tmp = Deno.makeTempDirSync({ dir: guestDir, prefix: ".build-" });
   try {
     opts.onProgress?.("compile agent", `gcc ${AGENT_CFLAGS.join(" ")}`);
     const agent = await compileAgent(tmp);
 
-    const modulePaths = resolveModules(
-      Deno.readTextFileSync(`${modulesDir}/modules.dep`),
-      GUEST_MODULES,
-      readTextOr(`${modulesDir}/modules.builtin`),
-    );
+    const modulesDep = Deno.readTextFileSync(`${modulesDir}/modules.dep`);
+    const builtin = readTextOr(`${modulesDir}/modules.builtin`);
+    const modulePaths = resolveModules(modulesDep, [
+      ...GUEST_MODULES,
+      ...availableModules(modulesDep, OPTIONAL_GUEST_MODULES, builtin),
+    ], builtin);
     const modules = modulePaths.map((p) => `${moduleName(p)}.ko`);
     opts.onProgress?.("collect modules", `${modules.join(" ")} from ${modulesDir}`);
     const entries: CpioEntry[] = [
@@ -283,7 +292,14 @@ async function readModule(path: string): Promise<Uint8Array> {
 }
 
 async function readHead(path: string, length: number): Promise<Uint8Array> {
-  using file = await Deno.open(path);
+  using file = await Deno.open(path).catch((cause) => {
+    if (!(cause instanceof Deno.errors.PermissionDenied)) throw cause;
+    throw new UsageError(
+      `read ${path}`,
+      "permission denied (set [hypervisor.qemu] kernel to a kernel this user can read)",
+      { cause },
+    );
+  });
   const buf = new Uint8Array(length);
   let n = 0;
   for (let r; n < length && (r = await file.read(buf.subarray(n))) !== null;) n += r;

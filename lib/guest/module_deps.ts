@@ -51,3 +51,22 @@ export function resolveModules(
   for (const name of names) visit(moduleName(name), []);
   return order;
 }
+
+/**
+ * The `names` the kernel has, as a module (listed in `modulesDep`) or built in (listed in
+ * `modulesBuiltin`): for modules the guest uses when the kernel offers them.
+ */
+export function availableModules(
+  modulesDep: string,
+  names: readonly string[],
+  modulesBuiltin = "",
+): string[] {
+  const listed = new Set(
+    [
+      ...modulesDep.split("\n").map((line) => line.slice(0, line.indexOf(":"))),
+      ...modulesBuiltin
+        .split("\n"),
+    ].filter(Boolean).map(moduleName),
+  );
+  return names.filter((name) => listed.has(moduleName(name)));
+}

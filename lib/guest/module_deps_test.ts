@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { UsageError } from "../errors.ts";
-import { moduleName, resolveModules } from "./module_deps.ts";
+import { availableModules, moduleName, resolveModules } from "./module_deps.ts";
 
 const DEP = `kernel/drivers/virtio/virtio.ko: kernel/drivers/virtio/virtio_ring.ko
 kernel/drivers/virtio/virtio_ring.ko:
@@ -38,4 +38,13 @@ Deno.test("resolveModules skips built-in modules and rejects unknown ones", () =
   );
   assert.throws(() => resolveModules(DEP, ["nope"]), UsageError);
   assert.throws(() => resolveModules("a.ko: b.ko\n", ["a"]), /module b \(needed by a\)/);
+});
+
+Deno.test("availableModules keeps the names the kernel has, as a module or built in", () => {
+  const builtin = "kernel/drivers/virt/vmgenid.ko\n";
+  assert.deepEqual(availableModules(DEP, ["vmgenid", "virtio-rng", "nope"], builtin), [
+    "vmgenid",
+    "virtio-rng",
+  ]);
+  assert.deepEqual(availableModules(DEP, ["vmgenid"]), []);
 });

@@ -7,9 +7,12 @@
  * KVM prints it within a fraction of a second, TCG needs seconds, a broken KVM never does.
  * @module
  */
+import { ensurePrivateDir } from "../private_dir.ts";
+import { writeFileAtomic } from "../vm/atomic_write.ts";
 import { UsageError } from "../errors.ts";
 import { assertQemuInstalled } from "./qemu_process.ts";
-import { type Accel, HEADLESS_ARGS } from "./qemu_command.ts";
+import { type Accel, HEADLESS_ARGS, sandboxArgs } from "./qemu_command.ts";
+import { qemuRunAs } from "./qemu_user.ts";
 
 /** What {@link resolveAccel} decided, with a one-line notice when `auto` fell back to TCG. */
 export interface AccelChoice {
@@ -87,11 +90,15 @@ export async function probeSerial(
   }
 }
 
-/** QEMU arguments that boot `kernel` under `accel` with the serial console on stdout. */
+/**
+ * QEMU arguments that boot `kernel` under `accel` with the serial console on stdout, confined
+ * like every QEMU of ours.
+ */
 export function bannerProbeArgs(qemuBinary: string, kernel: string, accel: Accel): string[] {
   return [
     qemuBinary,
     ...HEADLESS_ARGS,
+    ...sandboxArgs(qemuRunAs()),
     "-machine",
     "pc",
     "-accel",
@@ -168,10 +175,8 @@ export async function cachedAccel(
   }
   const choice = await resolveAccel(mode, options);
   if (key) {
-    await Deno.mkdir(stateDir, { recursive: true });
-    const temp = `${file}.${Deno.pid}.tmp`;
-    await Deno.writeTextFile(temp, JSON.stringify({ key, choice }) + "\n");
-    await Deno.rename(temp, file);
+    ensurePrivateDir(stateDir, { what: "state directory" });
+    await writeFileAtomic(file, JSON.stringify({ key, choice }) + "\n");
   }
   return choice;
 }

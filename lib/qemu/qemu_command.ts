@@ -3,6 +3,7 @@
  *
  * One {@link QemuSpec} describes a VM; a template, its clones and a cold-booted VM differ only in
  * `memory.share`, `incoming` and `vmgenid`, so the device set (and the migration stream) matches.
+ * Every QEMU runs confined: {@link sandboxArgs}.
  * @module
  */
 
@@ -45,8 +46,13 @@ export interface QemuSpec {
   qmpSocket: string;
   /** Unix socket of the guest agent's virtio-serial port; omitted = no agent port. */
   agentSocket?: string;
-  /** File that receives the serial console (ttyS0); omitted = no serial port. */
-  consoleLog?: string;
+  /**
+   * Bytes of serial console (ttyS0) QEMU keeps, newest last, in a ring read with QMP
+   * `ringbuf-read` on the chardev {@link CONSOLE_CHARDEV}; a power of two. Omitted = no serial port.
+   */
+  consoleRingBytes?: number;
+  /** User QEMU switches to once started (`-runas`); only when the tool runs as root. */
+  runAs?: string;
   /** VM name shown by QEMU (`-name`). */
   name?: string;
   /** `"auto"` or a GUID: adds a vmgenid device. */
@@ -67,6 +73,33 @@ export const HEADLESS_ARGS: readonly string[] = [
   "none",
   "-no-reboot",
 ];
+
+/** Default of `[vmfactory] console_log_max`: 1 MiB of serial console kept per VM. */
+export const DEFAULT_CONSOLE_LOG_MAX = 1024 * 1024;
+
+/** Id of the chardev that keeps the serial console (a `ringbuf`). */
+export const CONSOLE_CHARDEV = "console";
+
+/**
+ * QEMU's seccomp filter, on for every QEMU of ours: no obsolete system calls, no fork or exec
+ * (so no `exec:` migration), no scheduler or resource changes, and no set*uid/set*gid. With
+ * `runAs`, QEMU itself switches user after the filter is installed, so set*id stays allowed:
+ * after `-runas` QEMU has no privilege left to gain (no root ids, no exec of set-uid programs).
+ */
+export function sandboxArgs(runAs?: string): string[] {
+  const sandbox = opts([
+    ["obsolete", "deny"],
+    ["elevateprivileges", runAs ? "allow" : "deny"],
+    ["spawn", "deny"],
+    ["resourcecontrol", "deny"],
+  ], "on");
+  return ["-sandbox", sandbox, ...(runAs ? ["-runas", runAs] : [])];
+}
+
+/** The largest power of two that is at most `maxBytes` (a ring size for {@link QemuSpec}). */
+export function consoleRingSize(maxBytes: number): number {
+  return 2 ** Math.floor(Math.log2(Math.max(1, maxBytes)));
+}
 
 /** Option value with QEMU's escaping: a comma inside a value is written twice. */
 function optValue(value: string): string {
@@ -104,6 +137,15 @@ function validate(spec: QemuSpec): void {
   }
   if (!spec.kernel && (spec.initrd || spec.append)) {
     throw new RangeError("QemuSpec.initrd and append need a kernel");
+  }
+  const ring = spec.consoleRingBytes;
+  if (
+    ring !== undefined && !(Number.isInteger(ring) && ring > 0 && consoleRingSize(ring) === ring)
+  ) {
+    throw new RangeError(`QemuSpec.consoleRingBytes must be a power of two, got ${ring}`);
+  }
+  if (spec.runAs !== undefined && !/^[a-z_][a-z0-9_.-]*$/i.test(spec.runAs)) {
+    throw new RangeError(`QemuSpec.runAs must be a user name, got ${JSON.stringify(spec.runAs)}`);
   }
 }
 
@@ -163,13 +205,14 @@ function qmpArgs(spec: QemuSpec): string[] {
   return [...socketChardev("qmp", spec.qmpSocket), "-mon", "chardev=qmp,mode=control"];
 }
 
+/** The serial console into a ring in QEMU's memory: bounded, never blocks the guest. */
 function consoleArgs(spec: QemuSpec): string[] {
-  if (!spec.consoleLog) return [];
+  if (!spec.consoleRingBytes) return [];
   return [
     "-chardev",
-    opts([["id", "console"], ["path", spec.consoleLog]], "file"),
+    opts([["id", CONSOLE_CHARDEV], ["size", spec.consoleRingBytes]], "ringbuf"),
     "-serial",
-    "chardev:console",
+    `chardev:${CONSOLE_CHARDEV}`,
   ];
 }
 
@@ -197,15 +240,16 @@ function optionalArgs(spec: QemuSpec): string[] {
 }
 
 /**
- * Full argv for a VM: `argv[0]` is `spec.binary`. Lean and headless: no defaults, no user config,
- * no display, no network, no reboot (a guest reboot ends QEMU). Throws `RangeError` on a spec
- * that QEMU would reject for its sizes.
+ * Full argv for a VM: `argv[0]` is `spec.binary`. Lean, headless and confined: no defaults, no
+ * user config, no display, no network, no reboot (a guest reboot ends QEMU), the seccomp sandbox
+ * and, with `runAs`, another user. Throws `RangeError` on a spec that QEMU would reject.
  */
 export function buildQemuArgs(spec: QemuSpec): string[] {
   validate(spec);
   return [
     spec.binary,
     ...HEADLESS_ARGS,
+    ...sandboxArgs(spec.runAs),
     ...machineArgs(spec),
     ...cpuArgs(spec),
     ...memoryArgs(spec),

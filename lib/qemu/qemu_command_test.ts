@@ -1,6 +1,6 @@
 import { DEFAULT_QEMU_PATH } from "../config/builtin_default.ts";
 import assert from "node:assert/strict";
-import { buildQemuArgs, type QemuSpec } from "./qemu_command.ts";
+import { buildQemuArgs, consoleRingSize, type QemuSpec, sandboxArgs } from "./qemu_command.ts";
 
 const base: QemuSpec = {
   binary: DEFAULT_QEMU_PATH,
@@ -13,7 +13,7 @@ const base: QemuSpec = {
   append: "console=ttyS0 quiet",
   qmpSocket: "/run/vmf/vm1/qmp.sock",
   agentSocket: "/run/vmf/vm1/agent.sock",
-  consoleLog: "/run/vmf/vm1/console.log",
+  consoleRingBytes: 1024 * 1024,
 };
 
 const head = [
@@ -25,6 +25,8 @@ const head = [
   "-vga",
   "none",
   "-no-reboot",
+  "-sandbox",
+  "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 ];
 
 const guest = [
@@ -39,7 +41,7 @@ const guest = [
   "-mon",
   "chardev=qmp,mode=control",
   "-chardev",
-  "file,id=console,path=/run/vmf/vm1/console.log",
+  "ringbuf,id=console,size=1048576",
   "-serial",
   "chardev:console",
   "-device",
@@ -159,6 +161,28 @@ Deno.test("commas in option values are doubled; -append and -kernel are not opti
   assert.deepEqual(args.slice(-2), ["-name", "x,,y"]);
 });
 
+Deno.test("as root, QEMU switches user: set*id must stay allowed for -runas", () => {
+  assert.deepEqual(sandboxArgs("nobody"), [
+    "-sandbox",
+    "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny",
+    "-runas",
+    "nobody",
+  ]);
+  const args = buildQemuArgs({ ...base, runAs: "vmfactory-qemu" });
+  assert.deepEqual(args.slice(head.length - 2, head.length + 2), [
+    "-sandbox",
+    "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny",
+    "-runas",
+    "vmfactory-qemu",
+  ]);
+});
+
+Deno.test("the console ring is a power of two within the configured bytes", () => {
+  assert.equal(consoleRingSize(1024 * 1024), 1024 * 1024);
+  assert.equal(consoleRingSize(1_000_000), 524_288);
+  assert.equal(consoleRingSize(4096), 4096);
+});
+
 Deno.test("invalid sizes are rejected", () => {
   const bad: Partial<QemuSpec>[] = [
     { cpus: 0 },
@@ -168,6 +192,10 @@ Deno.test("invalid sizes are rejected", () => {
     { slots: 2 },
     { maxMemoryMiB: 128, slots: 2 },
     { kernel: undefined },
+    { consoleRingBytes: 1_000_000 },
+    { consoleRingBytes: 0.5 },
+    { runAs: "-nobody" },
+    { runAs: "a b" },
   ];
   for (const change of bad) {
     assert.throws(() => buildQemuArgs({ ...base, ...change }), RangeError, JSON.stringify(change));

@@ -6,11 +6,15 @@
  * message QEMU prints, at start-up or later, is kept; `-daemonize` sends it to /dev/null). Spawn ->
  * QMP answered is as fast or a little faster than with `-daemonize` (median 114-149 vs 140-174 ms,
  * one interleaved run), and the spawn itself returns in ~10 ms, so callers can overlap work.
+ * Files QEMU needs but must not open itself (a clone's state file) are handed over as inherited
+ * file descriptors; with `cgroup`, the process is moved into its VM's cgroup right after the spawn
+ * (see `cgroup.ts`), and {@link stopQemu} removes that cgroup once QEMU has exited.
  * @module
  */
+import { writeFileAtomic } from "../vm/atomic_write.ts";
 import { pollUntil, sleep } from "../poll_until.ts";
 import { QEMU_PACKAGE } from "../config/builtin_default.ts";
-import { UsageError, VmfactoryError } from "../errors.ts";
+import { errorMessage, UsageError, VmfactoryError } from "../errors.ts";
 import {
   identify,
   isAlive,
@@ -19,7 +23,17 @@ import {
   signalProcess,
   waitForExit,
 } from "../process_identity.ts";
+import {
+  type CgroupLimits,
+  placeInCgroup,
+  pruneCgroups,
+  removeCgroup,
+  vmCgroupOf,
+} from "./cgroup.ts";
 import { QmpClient, type QmpConnectOptions, QmpTimeoutError } from "./qmp_client.ts";
+
+/** The file descriptor QEMU gets the first of {@link StartQemuOptions.passFiles} on. */
+export const FIRST_PASSED_FD = 3;
 
 /** Options of {@link startQemu}. */
 export interface StartQemuOptions {
@@ -36,10 +50,25 @@ export interface StartQemuOptions {
   qmpSocket?: string;
   /** Limit for the wait on `qmpSocket`; default 30000 ms. */
   timeoutMs?: number;
+  /**
+   * Files opened read-only by this process and inherited by QEMU as file descriptors
+   * {@link FIRST_PASSED_FD}, 4, ... (e.g. a clone's state file for `migrate-incoming fd:3`).
+   */
+  passFiles?: string[];
+  /** QEMU's working directory (default this process's). */
+  cwd?: string;
+  /** Move QEMU into a cgroup of its own with these limits, where the host allows it. */
+  cgroup?: CgroupLimits;
 }
 
-/** Throws a {@link UsageError} naming the Debian package when `binary` is not an executable file. */
+/**
+ * Throws a {@link UsageError} when `binary` is not an absolute path (no PATH look-up) or names no
+ * file (the message names the Debian package).
+ */
 export function assertQemuInstalled(binary: string): void {
+  if (!binary.startsWith("/")) {
+    throw new UsageError("start QEMU", `${binary} is not an absolute path`);
+  }
   try {
     if (Deno.statSync(binary).isFile) return;
   } catch {
@@ -80,7 +109,8 @@ function lastLines(text: string, lines: number): string {
  * `options.pidFile`); `argv[0]` is the binary (see `buildQemuArgs`). Without `options.qmpSocket`
  * it resolves right after the spawn: then connect with `connectQmp(path, { process, logFile })`,
  * which reports a failed start with QEMU's messages. Throws a {@link UsageError} when QEMU is not
- * installed.
+ * installed, a {@link VmfactoryError} when a file to pass cannot be opened or the process cannot
+ * be moved into its cgroup (QEMU is killed then).
  */
 export async function startQemu(
   argv: string[],
@@ -91,25 +121,43 @@ export async function startQemu(
   if (options.qmpSocket) await Deno.remove(options.qmpSocket).catch(() => {});
   // node:child_process is the Deno way to hand a child a file as stdio; loaded only when needed
   const [{ spawn }, fs] = await Promise.all([import("node:child_process"), import("node:fs")]);
-  const fd = fs.openSync(options.logFile, "a", 0o600);
+  const fds: number[] = [];
   let pid: number | undefined;
   try {
+    const fd = fs.openSync(options.logFile, "a", 0o600);
+    fds.push(fd);
+    for (const path of options.passFiles ?? []) {
+      try {
+        fds.push(fs.openSync(path, "r"));
+      } catch (err) {
+        throw new VmfactoryError("start QEMU", `cannot open ${path}: ${errorMessage(err)}`, {
+          cause: err,
+        });
+      }
+    }
     const child = spawn(binary, args, {
       detached: true,
-      stdio: ["ignore", fd, fd],
+      stdio: ["ignore", fd, fd, ...fds.slice(1)],
+      cwd: options.cwd,
       env: options.env ? { ...Deno.env.toObject(), ...options.env } : undefined,
     });
     child.on("error", () => {}); // a failed exec shows as a missing pid below
     child.unref();
     pid = child.pid;
   } finally {
-    fs.closeSync(fd);
+    for (const fd of fds) fs.closeSync(fd);
   }
   const process = pid === undefined ? undefined : identify(pid);
   if (!process) throw new VmfactoryError("start QEMU", `cannot run ${binary}`);
-  const temp = `${options.pidFile}.tmp`;
-  Deno.writeTextFileSync(temp, JSON.stringify(process) + "\n", { mode: 0o600 });
-  Deno.renameSync(temp, options.pidFile);
+  if (options.cgroup) {
+    try {
+      placeInCgroup(process.pid, options.cgroup);
+    } catch (err) {
+      signalProcess(process, "SIGKILL");
+      throw err;
+    }
+  }
+  await writeFileAtomic(options.pidFile, JSON.stringify(process) + "\n");
   if (options.qmpSocket) {
     await waitForSocketFile(
       process,
@@ -211,13 +259,21 @@ export interface QemuHandle {
 
 /**
  * Stops QEMU: `quit` over QMP, then SIGTERM, then SIGKILL, each given `graceMs` (default 2000)
- * to make the process vanish. Idempotent: a QEMU that is already gone (or a pid that now belongs
- * to another process) is left alone. Closes `handle.qmp`.
+ * to make the process vanish, then removes its VM cgroup. Idempotent: a QEMU that is already gone
+ * (or a pid that now belongs to another process) is left alone, and the cgroups left empty by
+ * QEMUs that exited on their own are removed. Closes `handle.qmp`.
  */
 export async function stopQemu(
   handle: QemuHandle,
   options: { graceMs?: number } = {},
 ): Promise<void> {
+  const cgroup = isAlive(handle.process) ? vmCgroupOf(handle.process.pid) : undefined;
+  await endQemu(handle, options);
+  if (cgroup) await removeCgroup(cgroup);
+  else pruneCgroups();
+}
+
+async function endQemu(handle: QemuHandle, options: { graceMs?: number }): Promise<void> {
   const graceMs = options.graceMs ?? 2000;
   const { process, qmpSocket } = handle;
   if (!isAlive(process)) {

@@ -43,6 +43,13 @@ Deno.test("readPidFile accepts only a bounded, valid identity", async () => {
   }
 });
 
+Deno.test("assertQemuInstalled wants an absolute path: no PATH look-up", () => {
+  assert.throws(
+    () => assertQemuInstalled("qemu-system-x86_64"),
+    /^UsageError: Cannot start QEMU: qemu-system-x86_64 is not an absolute path$/,
+  );
+});
+
 Deno.test("assertQemuInstalled names the Debian package", () => {
   assert.throws(() => assertQemuInstalled("/nonexistent/qemu-system-x86_64"), (error) => {
     assert.ok(error instanceof UsageError);

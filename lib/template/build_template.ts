@@ -3,16 +3,22 @@
  * let it settle, pause, save the device state with `x-ignore-shared` (RAM stays in the file), quit.
  * Atomic: files are made in a `.build-*` folder and moved into place; `manifest.json` is written
  * last, so a crash at any point leaves the old template or none, never a half one.
+ *
+ * The state goes out over a Unix socket this process listens on (a sandboxed QEMU cannot run
+ * `exec:cat`). QEMU's working directory is the build's `save/` folder (mode 0711, this user's),
+ * and the URI names the socket relative to it: a QEMU that switched user can
+ * reach it, and nobody else can, since the build folder above it is 0700.
  * @module
  */
-import { saveToFileUri } from "../qemu/migration_uri.ts";
+import { receiveMigration, saveToSocketUri } from "../qemu/migration_uri.ts";
 import { pollUntil, sleep } from "../poll_until.ts";
 import { VmfactoryError } from "../errors.ts";
 import { buildQemuArgs } from "../qemu/qemu_command.ts";
 import { type ProcessIdentity, signalProcess } from "../process_identity.ts";
 import { connectQmp, readPidFile, startQemu, stopQemu } from "../qemu/qemu_process.ts";
+import type { QmpClient } from "../qemu/qmp_client.ts";
 import { vmPaths } from "../vm/vm_paths.ts";
-import { type BootPlan, qemuSpecFor, shapeOf } from "../factory/boot_plan.ts";
+import { type BootPlan, qemuSpecFor, shapeOf, startOptionsFor } from "../factory/boot_plan.ts";
 import { waitForBoot } from "../factory/direct_source.ts";
 import { PhaseTimer } from "../vm/vm_record.ts";
 import { templateFiles, writeManifest } from "./template_files.ts";
@@ -29,6 +35,12 @@ const SAVE_TIMEOUT_MS = 30_000;
 /** Pause after the agent first answers so that boot-time work in the guest finishes. */
 const SETTLE_MS = 300;
 
+/**
+ * The socket the state arrives on, in QEMU's working directory (`save/sock`: shorter than
+ * `agent.sock`, so the settings' socket-length check covers it).
+ */
+const SAVE_SOCKET = "sock";
+
 /** What the template of `plan` must match (compared with a manifest by `templateDifferences`). */
 export function templateInputs(plan: BootPlan): TemplateInputs {
   return {
@@ -41,9 +53,13 @@ export function templateInputs(plan: BootPlan): TemplateInputs {
   };
 }
 
-/** The boot plan clones of a template use: everything comes from its manifest. */
-export function planFromManifest(m: TemplateManifest): BootPlan {
+/**
+ * The boot plan clones of a template use: everything comes from its manifest, except how much
+ * serial console a clone keeps (not part of the template: `[vmfactory] console_log_max`).
+ */
+export function planFromManifest(m: TemplateManifest, consoleLogMax?: number): BootPlan {
   return {
+    consoleLogMax,
     qemuPath: m.qemu.path,
     kernel: m.kernel.path,
     initrd: m.initrd.path,
@@ -51,6 +67,18 @@ export function planFromManifest(m: TemplateManifest): BootPlan {
     accel: m.accel,
     ...m.shape,
   };
+}
+
+/** Waits until QEMU reports the outgoing migration completed. */
+async function waitSaved(qmp: QmpClient): Promise<void> {
+  const saved = await pollUntil(async () => {
+    const info = await qmp.execute<{ status?: string; "error-desc"?: string }>("query-migrate");
+    if (info.status === "failed" || info.status === "cancelled") {
+      throw new VmfactoryError("save the template state", info["error-desc"] ?? info.status);
+    }
+    return info.status === "completed" ? true : undefined;
+  }, { timeoutMs: SAVE_TIMEOUT_MS, intervalMs: 2 });
+  if (!saved) throw new VmfactoryError("save the template state", "migration hangs");
 }
 
 /**
@@ -102,18 +130,22 @@ export async function buildTemplate(
     hooks.onPhase?.("boot the template VM");
     await Deno.writeFile(files.memory, new Uint8Array());
     await Deno.truncate(files.memory, plan.memoryMiB * 1024 * 1024);
-    const argv = buildQemuArgs(qemuSpecFor(plan, paths, {
+    const saveDir = `${buildDir}/save`;
+    await Deno.mkdir(saveDir);
+    await Deno.chmod(saveDir, 0o711); // not subject to the umask
+    const spec = qemuSpecFor(plan, paths, {
       memory: { kind: "file", path: files.memory, share: true },
-    }));
-    process = await startQemu(argv, {
-      logFile: `${buildDir}/qemu.log`,
-      pidFile: paths.pidFile,
+    });
+    process = await startQemu(buildQemuArgs(spec), {
+      ...startOptionsFor(paths, spec),
       qmpSocket: paths.qmpSocket,
+      cwd: saveDir,
     });
     hooks.signal?.throwIfAborted();
     const agent = await waitForBoot(paths, "boot the template VM", {
       process,
       signal: hooks.signal,
+      consoleLogMax: plan.consoleLogMax,
     });
     timer.mark("bootMs");
     hooks.onPhase?.("let the guest settle");
@@ -137,17 +169,14 @@ export async function buildTemplate(
       await qmp.execute("migrate-set-capabilities", {
         capabilities: [{ capability: "x-ignore-shared", state: true }],
       });
-      await qmp.execute("migrate", { uri: saveToFileUri(files.state) });
-      const saved = await pollUntil(async () => {
-        const info = await qmp.execute<{ status?: string; "error-desc"?: string }>(
-          "query-migrate",
-        );
-        if (info.status === "failed" || info.status === "cancelled") {
-          throw new VmfactoryError("save the template state", info["error-desc"] ?? info.status);
-        }
-        return info.status === "completed" ? true : undefined;
-      }, { timeoutMs: SAVE_TIMEOUT_MS, intervalMs: 2 });
-      if (!saved) throw new VmfactoryError("save the template state", "migration hangs");
+      const receiver = receiveMigration(`${saveDir}/${SAVE_SOCKET}`, files.state);
+      try {
+        await qmp.execute("migrate", { uri: saveToSocketUri(SAVE_SOCKET) });
+        await waitSaved(qmp);
+        await receiver.done;
+      } finally {
+        receiver.close();
+      }
       timer.mark("saveMs");
     } finally {
       qmp.close();

@@ -1,9 +1,12 @@
 /**
  * The files of a template: `memory` (guest RAM), `state` (device state), `manifest.json`
  * (written last: a template without it does not exist). A template lives on a tmpfs at
- * `template_path`, or on /dev/shm when this process may not mount.
+ * `template_path`, or, when this process may not mount there, in a folder of this user's on
+ * /dev/shm. A folder is read only when it is private to this user ({@link existingPrivateDir}):
+ * a template planted by another user would run their memory in this user's QEMU.
  * @module
  */
+import { existingPrivateDir } from "../private_dir.ts";
 import { writeFileAtomic } from "../vm/atomic_write.ts";
 import { manifestProblem, type TemplateManifest } from "./template_manifest.ts";
 
@@ -29,9 +32,26 @@ export function templateFiles(dir: string): TemplateFiles {
   };
 }
 
-/** The /dev/shm folder used when a tmpfs cannot be mounted at `templatePath`. */
+/** This user's folder on /dev/shm, holding the fallbacks of every template path: 0700, its own. */
+export function fallbackRoot(): string {
+  return `/dev/shm/vmfactory-${Deno.uid() ?? "user"}`;
+}
+
+/**
+ * The folder used when a tmpfs cannot be mounted at `templatePath`:
+ * `/dev/shm/vmfactory-<uid>/template-<hash of the path>`, short whatever the path.
+ */
 export function fallbackDir(templatePath: string): string {
-  return `/dev/shm/vmfactory-template-${templatePath.replace(/[^A-Za-z0-9]+/g, "_")}`;
+  let hash = 0x811c9dc5; // FNV-1a, 32 bits: a name, not a secret
+  for (const byte of new TextEncoder().encode(templatePath)) {
+    hash = Math.imul(hash ^ byte, 0x01000193) >>> 0;
+  }
+  return `${fallbackRoot()}/template-${hash.toString(16).padStart(8, "0")}`;
+}
+
+/** True when the fallback of `templatePath` exists and is private to this user. */
+export function fallbackExists(templatePath: string): boolean {
+  return existingPrivateDir(fallbackRoot()) && existingPrivateDir(fallbackDir(templatePath));
 }
 
 /** A template folder's manifest as read back: absent, unusable (and why), or usable. */
@@ -86,13 +106,17 @@ export interface FoundTemplate {
 
 /**
  * Finds the complete template for `templatePath` (on its tmpfs, else on the /dev/shm fallback).
- * A folder whose manifest is unusable holds no template; `onUnusable` hears why.
+ * A folder whose manifest is unusable holds no template; `onUnusable` hears why. A folder that
+ * is missing or not this user's to use (root's, for another user) holds none either.
+ * @throws PrivateDirError when a folder is unsafe (a symbolic link, another user's, writable).
  */
 export function findTemplate(
   templatePath: string,
   onUnusable?: (dir: string, reason: string) => void,
 ): FoundTemplate | undefined {
   for (const dir of [templatePath, fallbackDir(templatePath)]) {
+    const usable = dir === templatePath ? existingPrivateDir(dir) : fallbackExists(templatePath);
+    if (!usable) continue;
     const read = loadManifest(dir);
     if (read.state === "usable") return { files: templateFiles(dir), manifest: read.manifest };
     if (read.state === "unusable") onUnusable?.(dir, read.reason);

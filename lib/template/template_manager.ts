@@ -7,6 +7,7 @@
 import type { Settings } from "../config/settings.ts";
 import { UsageError } from "../errors.ts";
 import { type BootPlan, type BootPlanHooks, resolveBootPlan } from "../factory/boot_plan.ts";
+import { ensurePrivateDir, existingPrivateDir } from "../private_dir.ts";
 import { withFileLock } from "../vm/file_lock.ts";
 import type { VmStore } from "../vm/vm_store.ts";
 import { buildTemplate, removeLeftovers, templateInputs } from "./build_template.ts";
@@ -14,6 +15,8 @@ import { ClonePool } from "./clone_pool.ts";
 import { type TemplateKeeper, TemplateSource } from "./template_source.ts";
 import {
   fallbackDir,
+  fallbackExists,
+  fallbackRoot,
   findTemplate,
   type FoundTemplate,
   templateBytes,
@@ -68,6 +71,11 @@ export class TemplateManager implements TemplateKeeper {
     this.#pool = new ClonePool(this);
   }
 
+  /** Bytes of serial console each clone keeps. */
+  get consoleLogMax(): number {
+    return this.settings.consoleLogMax;
+  }
+
   /** The source of clones of this template (pool first), for a {@link VmFactory}. */
   source(): TemplateSource {
     return new TemplateSource(this);
@@ -80,7 +88,14 @@ export class TemplateManager implements TemplateKeeper {
 
   /** The boot plan of the configuration (resolved once; may build the built-in guest). */
   async plan(): Promise<BootPlan> {
-    return this.#plan ??= await resolveBootPlan(this.settings, this.options.hooks);
+    if (this.#plan) return this.#plan;
+    this.#stateDir(); // the guest build and the accelerator answer are cached there
+    return this.#plan = await resolveBootPlan(this.settings, this.options.hooks);
+  }
+
+  /** The state directory, made sure to be private to this user. */
+  #stateDir(): string {
+    return ensurePrivateDir(this.settings.stateDir, { what: "state directory" });
   }
 
   /** The complete template, if any, and what differs between it and the configuration. */
@@ -119,10 +134,10 @@ export class TemplateManager implements TemplateKeeper {
         }\nrun \`vmfactory factory init --force\` to rebuild it`,
       );
     }
+    if (template) await this.#removeFiles(template.files.dir); // first: a resize needs the room
     const dir = await ensureTmpfs(this.settings.templatePath, plan.memoryMiB + 8);
     if (dir.warning) this.log(`warning: ${dir.warning}`);
     await removeLeftovers(dir.path);
-    if (template) await this.#removeFiles(template.files.dir);
     const manifest = await buildTemplate(plan, dir.path, this.options.hooks);
     await this.#pool.drain(manifest.id);
     this.options.hooks?.onPhase?.("start the clone pool");
@@ -145,7 +160,9 @@ export class TemplateManager implements TemplateKeeper {
 
   /**
    * Removes the template: stops the clone pool, deletes the files, unmounts the tmpfs.
-   * Running clones keep working (their memory mapping stays valid). Idempotent.
+   * Running clones keep working (their memory mapping stays valid). Idempotent. Touches only
+   * folders private to this user and a tmpfs the tool mounted; refuses (before deleting
+   * anything) when a folder is unsafe.
    */
   destroy(): Promise<{ removed: boolean; runningClones: number }> {
     // the pool lock too: a background refill must not start clones of a template being removed
@@ -153,19 +170,22 @@ export class TemplateManager implements TemplateKeeper {
   }
 
   async #destroy(): Promise<{ removed: boolean; runningClones: number }> {
-    const template = findTemplate(this.settings.templatePath);
+    const path = this.settings.templatePath;
+    const template = findTemplate(path);
+    const own = existingPrivateDir(path, { what: "template folder" });
+    const fallback = fallbackExists(path);
     await this.#pool.drain();
     const runningClones = template ? await this.clonesOf(template.manifest.id) : 0;
-    for (const dir of [this.settings.templatePath, fallbackDir(this.settings.templatePath)]) {
-      try {
-        await removeLeftovers(dir);
-      } catch {
-        continue; // no such folder
-      }
+    for (const dir of [own ? path : undefined, fallback ? fallbackDir(path) : undefined]) {
+      if (!dir) continue;
+      await removeLeftovers(dir);
       await this.#removeFiles(dir);
     }
-    await unmountAll(this.settings.templatePath);
-    await Deno.remove(fallbackDir(this.settings.templatePath), { recursive: true }).catch(() => {});
+    if (own) await unmountAll(path);
+    if (fallback) {
+      await Deno.remove(fallbackDir(path), { recursive: true });
+      await Deno.remove(fallbackRoot()).catch(() => {}); // kept while other fallbacks live in it
+    }
     return { removed: template !== undefined, runningClones };
   }
 
@@ -183,8 +203,7 @@ export class TemplateManager implements TemplateKeeper {
 
   /** Runs `fn` holding the state directory's `<name>.lock` (template builds, pool refills). */
   async #locked<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    await Deno.mkdir(this.settings.stateDir, { recursive: true });
-    return await withFileLock(`${this.settings.stateDir}/${name}.lock`, fn);
+    return await withFileLock(`${this.#stateDir()}/${name}.lock`, fn);
   }
 
   /** Template presence, size, age, freshness (and why not), clones and pool. */

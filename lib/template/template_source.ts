@@ -24,6 +24,8 @@ export interface TemplateKeeper {
   init(): Promise<unknown>;
   /** One-line notices. */
   log(line: string): void;
+  /** Bytes of serial console each clone keeps (`[vmfactory] console_log_max`). */
+  readonly consoleLogMax?: number;
 }
 
 /** Clones of the keeper's template; `pool: false` never claims (the pool's own refills). */
@@ -78,7 +80,7 @@ export class TemplateSource implements VmSource {
     const pending = await store.allocate();
     try {
       const process = pending.process = await startCloneProcess(
-        planFromManifest(template.manifest),
+        planFromManifest(template.manifest, this.keeper.consoleLogMax),
         template,
         pending.paths,
       );

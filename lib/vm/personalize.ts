@@ -1,6 +1,7 @@
 /**
- * Makes a VM its own: host clock, fresh RNG seed, hostname and (for clones, which share the
- * template's) a new boot_id. The calls go out together; the agent answers each by id.
+ * Makes a VM its own: fresh RNG seed (and a reseed of the guest's CRNG), host clock, hostname
+ * and (for clones, which share the template's) a new boot_id, in one agent round trip that the
+ * guest answers only once each step is done.
  * @module
  */
 import type { AgentClient } from "../guest/agent_client.ts";
@@ -14,15 +15,16 @@ export interface Identity {
 }
 
 /**
- * Sets the guest clock to the host's, seeds the guest RNG with 64 bytes of host entropy, sets the
- * hostname and optionally a new boot_id. May be called once the agent answers.
+ * Seeds the guest RNG with 64 bytes of host entropy and reseeds its CRNG, sets the guest clock
+ * to the host's, sets the hostname and optionally a new boot_id. May be called once the agent
+ * answers. Fails with an AgentError unless the guest confirmed all of it (the reseed included),
+ * so a VM whose RNG may still be the template's is never handed out.
  */
 export async function personalize(agent: AgentClient, identity: Identity): Promise<void> {
-  const seed = crypto.getRandomValues(new Uint8Array(64));
-  await Promise.all([
-    agent.setClock(new Date()),
-    agent.seedRng(seed),
-    agent.setHostname(identity.hostname),
-    identity.newBootId ? agent.setBootId(crypto.randomUUID()) : Promise.resolve(),
-  ]);
+  await agent.personalizeGuest({
+    seed: crypto.getRandomValues(new Uint8Array(64)),
+    time: new Date(),
+    hostname: identity.hostname,
+    ...(identity.newBootId ? { bootId: crypto.randomUUID() } : {}),
+  });
 }

@@ -35,6 +35,7 @@
  * @module
  */
 import { UsageError, VmfactoryError } from "../errors.ts";
+import { ensurePrivateDir } from "../private_dir.ts";
 import { isAlive, parseIdentity, type ProcessIdentity, selfIdentity } from "../process_identity.ts";
 import { readPidFile, stopQemu } from "../qemu/qemu_process.ts";
 import { writeFileAtomic } from "./atomic_write.ts";
@@ -223,10 +224,14 @@ export class VmStore {
     return vmPaths(`${this.vmsDir}/${id}`, id);
   }
 
-  /** Creates a folder for a new VM, `building` and owned by this process. */
+  /**
+   * Creates a folder for a new VM, `building` and owned by this process. The state directory and
+   * `vms/` are made sure to be private to this user first (a PrivateDirError, exit 2, if not).
+   */
   async allocate(id: string = newVmId()): Promise<PendingVm> {
     const paths = this.pathsOf(id);
-    await Deno.mkdir(this.vmsDir, { recursive: true, mode: 0o700 });
+    ensurePrivateDir(this.stateDir, { what: "state directory" });
+    ensurePrivateDir(this.vmsDir);
     await Deno.mkdir(paths.dir, { mode: 0o700 });
     await this.#write(paths, { state: "building", owner: selfIdentity() });
     return new PendingVm(this, paths);

@@ -3,6 +3,8 @@ import {
   FACTORY_CHECKS,
   HYPERVISOR_CHECKS,
   LINT_SEVERITY_CHECK,
+  MAX_KEPT_VMS,
+  MAX_MEMORY_SLOTS,
   type ValueCheck,
   VMFACTORY_CHECKS,
 } from "../../lib/config/key_checks.ts";
@@ -70,11 +72,13 @@ export const invalidValue: Rule = {
     docs: {
       explanation:
         "Checks the type of every key Kata knows (as seen in Kata's own configuration files) and the range of " +
-        "the keys templating and VMCache depend on: booleans, non-negative integers, absolute paths for " +
-        "template_path and vm_cache_endpoint, shared_fs in virtio-fs, virtio-fs-nydus, virtio-9p, " +
-        "inline-virtio-fs or none, default_memory of 256 MiB to 1 TiB (Kata silently replaces smaller values " +
-        "with 2048 MiB), and vmfactory's own [vmfactory] keys (accel auto|kvm|tcg, state_dir absolute, guest " +
-        "builtin|config, pool_size >= 0) and [vmfactory.lint] severities (off|info|warning|error).",
+        "the keys templating and VMCache depend on: booleans, absolute paths for template_path and " +
+        "vm_cache_endpoint, shared_fs in virtio-fs, virtio-fs-nydus, virtio-9p, inline-virtio-fs or none, " +
+        "default_memory of 256 MiB to 1 TiB (Kata silently replaces smaller values with 2048 MiB), " +
+        `default_vcpus finite, default_maxvcpus a uint32, memory_slots 0 to ${MAX_MEMORY_SLOTS} (QEMU's ` +
+        `limit), vm_cache_number 0 to ${MAX_KEPT_VMS}, and vmfactory's own [vmfactory] keys (accel ` +
+        `auto|kvm|tcg, state_dir absolute, guest builtin|config, pool_size 0 to ${MAX_KEPT_VMS}) and ` +
+        "[vmfactory.lint] severities (off|info|warning|error).",
       incorrect:
         '[hypervisor.qemu]\ndefault_memory = "2G"\n\n[factory]\nenable_template = "yes"\n' +
         'template_path = "run/vc/vm/template"\n',

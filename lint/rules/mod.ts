@@ -6,6 +6,7 @@ import type { Rule } from "../types.ts";
 import { imageInitrdExclusive } from "./image_initrd_exclusive.ts";
 import { imageOrInitrdRequired } from "./image_or_initrd_required.ts";
 import { invalidValue } from "./invalid_value.ts";
+import { keyTooDeep } from "./key_too_deep.ts";
 import { templateCacheExclusive } from "./template_cache_exclusive.ts";
 import { templateForbidsImage } from "./template_forbids_image.ts";
 import { templateForbidsVirtioFs } from "./template_forbids_virtio_fs.ts";
@@ -25,6 +26,7 @@ import { vmCacheRequiresQemu } from "./vm_cache_requires_qemu.ts";
  */
 export const rules: readonly Rule[] = [
   tomlSyntax,
+  keyTooDeep,
   templateRequiresQemuLite,
   templateRequiresInitrd,
   templateForbidsImage,

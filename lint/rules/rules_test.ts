@@ -27,6 +27,8 @@ const probe = (path: string, r: ProbeResult): LintOptions => ({
   probeResults: new Map([[path, r]]),
 });
 const UPSTREAM = `path = "${DEFAULT_QEMU_PATH}"\n`;
+/** A dotted key of `n` parts: `a.a.….a`. */
+const dotted = (n: number) => Array(n).fill("a").join(".");
 
 const TABLE: Record<string, { valid: Case[]; invalid: Case[] }> = {
   "toml-syntax": {
@@ -44,6 +46,34 @@ const TABLE: Record<string, { valid: Case[]; invalid: Case[] }> = {
         expect: [["error", 2, 1, 2, 10]],
       },
       { code: '[hypervisor.qemu\npath = "x"\n', expect: [["error", 2, 1, 2, 5]] },
+    ],
+  },
+  "key-too-deep": {
+    valid: [
+      { code: GOOD },
+      { code: `${dotted(32)} = 1\n` },
+      { code: `[${dotted(30)}]\nx = [1, 2]\ny = {}\nz.q = []\n` },
+      { code: `a = ${"[".repeat(31)}${"]".repeat(31)}\n` },
+      { code: '"a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z.A.B.C.D.E.F.G" = 1.5\n' },
+    ],
+    invalid: [
+      {
+        code: `${dotted(33)} = 1\n`,
+        expect: [["error", 1, 1, 1, 66]],
+        message: /^the key is 33 levels deep; vmfactory accepts at most 32/,
+      },
+      { code: `[factory]\n${dotted(8000)} = 1\n`, expect: [["error", 2, 1, 2, 16000]] },
+      { code: `[${dotted(33)}]\n`, expect: [["error", 1, 2, 1, 67]], message: /table is 33/ },
+      { code: `[${dotted(32)}]\nx = 1\n`, expect: [["error", 2, 1, 2, 2]] },
+      {
+        code: `a = ${"[".repeat(33)}${"]".repeat(33)}\n`,
+        expect: [["error", 1, 37, 1, 38]],
+        message: /values are nested 33 levels deep/,
+      },
+      {
+        code: `a = ${"{ b = ".repeat(32)}1${" }".repeat(32)}\n`,
+        expect: [["error", 1, 193, 1, 194]],
+      },
     ],
   },
   "template-requires-qemu-lite": {
@@ -157,6 +187,8 @@ const TABLE: Record<string, { valid: Case[]; invalid: Case[] }> = {
     valid: [
       { code: GOOD },
       { code: hv("default_memory = 256\ndefault_vcpus = 1.5\ndefault_maxvcpus = 0\n") },
+      { code: hv("default_vcpus = -1\ndefault_maxvcpus = 4294967295\nmemory_slots = 256\n") },
+      { code: "[factory]\nvm_cache_number = 1024\n[vmfactory]\npool_size = 1024\n" },
       {
         code:
           '[vmfactory]\naccel = "tcg"\nstate_dir = "/var/lib/v"\nguest = "config"\npool_size = 0\n',
@@ -177,7 +209,16 @@ const TABLE: Record<string, { valid: Case[]; invalid: Case[] }> = {
       {
         code: "[factory]\nvm_cache_number = -1\n",
         expect: [["error", 2, 1, 2, 21]],
-        message: />= 0/,
+        message: /from 0 to 1024/,
+      },
+      { code: "[factory]\nvm_cache_number = 1025\n", expect: [["error", 2, 1, 2, 23]] },
+      { code: "[vmfactory]\npool_size = 100000\n", expect: [["error", 2, 1, 2, 19]] },
+      { code: hv("default_vcpus = nan\n"), expect: [["error", 2, 1, 2, 20]], message: /finite/ },
+      { code: hv("default_maxvcpus = 4294967296\n"), expect: [["error", 2, 1, 2, 30]] },
+      {
+        code: hv("memory_slots = 257\n"),
+        expect: [["error", 2, 1, 2, 19]],
+        message: /from 0 to 256 \(QEMU's limit\)/,
       },
       { code: '[factory]\nvm_cache_endpoint = "x.sock"\n', expect: [["error", 2, 1, 2, 29]] },
       { code: hv('shared_fs = "ext4"\n'), expect: [["error", 2, 1, 2, 19]], message: /virtio-9p/ },

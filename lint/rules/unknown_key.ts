@@ -7,6 +7,14 @@ import { tableName } from "./_span.ts";
 
 const didYouMean = (s: string | undefined) => (s === undefined ? "" : `; did you mean "${s}"?`);
 
+/** The known table names by the pattern of their parent table (`hypervisor.*` → qemu, clh...). */
+const CHILDREN = new Map<string, string[]>();
+for (const p of TABLES) {
+  const parts = p.split(".");
+  const parent = tablePattern(parts.slice(0, -1));
+  CHILDREN.set(parent, [...(CHILDREN.get(parent) ?? []), parts.at(-1)!]);
+}
+
 /** Keys and tables Kata does not know (it ignores them silently). */
 export const unknownKey: Rule = {
   meta: {
@@ -25,15 +33,19 @@ export const unknownKey: Rule = {
   },
   check(ctx) {
     const unknownTables = new Set<string>();
+    /** A table of `keyPath[0..upTo)` (at least one part) is an unknown table already reported. */
+    const inUnknown = (keyPath: readonly string[], upTo: number) => {
+      // one lookup per level (keys are at most MAX_KEY_DEPTH deep), not one per reported table
+      for (let n = 1; n <= upTo; n++) {
+        if (unknownTables.has(tablePattern(keyPath.slice(0, n)))) return true;
+      }
+      return false;
+    };
     for (const t of ctx.model.tables()) {
       const pattern = tablePattern(t.keyPath);
-      if (TABLES.has(pattern) || [...unknownTables].some((u) => pattern.startsWith(`${u}.`))) {
-        continue;
-      }
+      if (TABLES.has(pattern) || inUnknown(t.keyPath, t.keyPath.length - 1)) continue;
       unknownTables.add(pattern);
-      const parent = tablePattern(t.keyPath.slice(0, -1));
-      const siblings = [...TABLES].filter((p) => tablePattern(p.split(".").slice(0, -1)) === parent)
-        .map((p) => p.split(".").at(-1)!);
+      const siblings = CHILDREN.get(tablePattern(t.keyPath.slice(0, -1))) ?? [];
       const name = t.keyPath.join(".");
       report(
         t.at,
@@ -46,9 +58,7 @@ export const unknownKey: Rule = {
       if (e.kind === "table") continue; // checked as a table above
       const table = e.keyPath.slice(0, -1);
       const pattern = tablePattern(table);
-      if (
-        unknownTables.has(pattern) || [...unknownTables].some((u) => pattern.startsWith(`${u}.`))
-      ) continue;
+      if (inUnknown(table, table.length)) continue;
       const key = e.keyPath.at(-1)!;
       const known = pattern === "vmfactory.lint" ? ctx.ruleIds : Object.keys(KEYS[pattern] ?? {});
       if (known.includes(key)) continue;
