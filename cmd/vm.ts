@@ -1,5 +1,5 @@
 /** `vmfactory vm create|list|exec|logs|destroy`. @module */
-import { UsageError } from "../lib/errors.ts";
+import { errorMessage, UsageError } from "../lib/errors.ts";
 import { factoryFor } from "../lib/factory/factory_for.ts";
 import type { VmCreateArgs } from "./_fast_args.ts";
 import { AgentClient } from "../lib/guest/agent_client.ts";
@@ -32,7 +32,12 @@ export async function runVmCreate(opts: VmCreateArgs): Promise<number> {
   if (factory.kind === "template") {
     // top the clone pool up in the background so that this command returns at once
     const { spawnDetached } = await import("./_self.ts");
-    spawnDetached(["factory", "refill", ...(opts.config ? ["--config", opts.config] : [])]);
+    try {
+      spawnDetached(["factory", "refill", ...(opts.config ? ["--config", opts.config] : [])]);
+    } catch (err) {
+      // the VM is made and printed: a refill that cannot start costs the next request, no more
+      say(`warning: cannot start the background pool refill: ${errorMessage(err)}`);
+    }
   }
   return 0;
 }

@@ -67,6 +67,15 @@ export function parseIdentity(value: unknown): ProcessIdentity | undefined {
   return { pid: pid as number, startTime: startTime as number };
 }
 
+/** The program `pid` runs (`/proc/PID/exe`); undefined when it is gone or not readable. */
+export function executableOf(pid: number): string | undefined {
+  try {
+    return Deno.readLinkSync(`/proc/${pid}/exe`).replace(/ \(deleted\)$/, "");
+  } catch {
+    return undefined;
+  }
+}
+
 /** Sends `sig` to `p` if it still runs; false when it does not (nothing is signalled then). */
 export function signalProcess(p: ProcessIdentity, sig: Deno.Signal): boolean {
   if (!isAlive(p)) return false;

@@ -91,6 +91,10 @@ export async function unprivileged(): Promise<Unprivileged> {
     throw new Error(`deno bundle failed: ${built.text}`);
   }
   Deno.mkdirSync(`${dir}/deno`);
+  // the Deno binary may live under a folder the user cannot enter (a private clone): a copy
+  const deno = `${dir}/deno-bin`;
+  Deno.copyFileSync(Deno.execPath(), deno);
+  Deno.chmodSync(deno, 0o755);
   for (const path of [dir, bundle, `${dir}/deno`]) Deno.chownSync(path, uid, gid);
   const shm = `/dev/shm/vmfactory-${uid}`;
   const mine = () =>
@@ -108,7 +112,7 @@ export async function unprivileged(): Promise<Unprivileged> {
           `--regid=${gid}`,
           "--clear-groups",
           "--",
-          Deno.execPath(),
+          deno,
           "run",
           "-A",
           bundle,

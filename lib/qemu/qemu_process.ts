@@ -16,6 +16,7 @@ import { pollUntil, sleep } from "../poll_until.ts";
 import { QEMU_PACKAGE } from "../config/builtin_default.ts";
 import { errorMessage, UsageError, VmfactoryError } from "../errors.ts";
 import {
+  executableOf,
   identify,
   isAlive,
   parseIdentity,
@@ -273,10 +274,20 @@ export async function stopQemu(
   else pruneCgroups();
 }
 
+/**
+ * True while `p` runs and is a QEMU system emulator: pid, start time and executable together, so
+ * a record that names another program (forged, or a pid reused at the same tick) is never obeyed.
+ */
+export function isQemu(p: ProcessIdentity): boolean {
+  if (!isAlive(p)) return false;
+  const exe = executableOf(p.pid);
+  return exe !== undefined && /^qemu-system-/.test(exe.slice(exe.lastIndexOf("/") + 1));
+}
+
 async function endQemu(handle: QemuHandle, options: { graceMs?: number }): Promise<void> {
   const graceMs = options.graceMs ?? 2000;
   const { process, qmpSocket } = handle;
-  if (!isAlive(process)) {
+  if (!isQemu(process)) {
     handle.qmp?.close();
     return;
   }

@@ -19,6 +19,7 @@ async function fixture() {
   return {
     store,
     spawn: () => processes.spawn(),
+    spawnOther: () => processes.spawnOther(),
     make,
     async [Symbol.asyncDispose]() {
       await processes[Symbol.asyncDispose]();
@@ -169,4 +170,18 @@ Deno.test("store: records read back are input; ids are folder names it made", as
   for (const id of ["../etc", "", "a/b", "ABCDEF0123"]) {
     assert.throws(() => f.store.pathsOf(id), /not a VM id/);
   }
+});
+
+Deno.test("store: a record naming another program (pid and start time forged) is never obeyed", async () => {
+  await using f = await fixture();
+  const paths = await f.make("owned");
+  const victim = f.spawnOther(); // a process of someone else's, e.g. a plain sleep
+  const record = JSON.parse(Deno.readTextFileSync(`${paths.dir}/record.json`));
+  Deno.writeTextFileSync(
+    `${paths.dir}/record.json`,
+    JSON.stringify({ ...record, pid: victim.pid, startTime: victim.startTime }),
+  );
+  assert.ok(await f.store.remove(paths.id, ["owned"]));
+  assert.ok(isAlive(victim), "the foreign process was not signalled");
+  assert.deepEqual(f.store.folders(), []);
 });
