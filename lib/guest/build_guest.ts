@@ -3,6 +3,7 @@
  * and the guest agent. Cached by content hash under `<stateDir>/guest/<hash>/`.
  * @module
  */
+import { systemProgram } from "../system_program.ts";
 import { ensurePrivateDir } from "../private_dir.ts";
 import { UsageError, VmfactoryError } from "../errors.ts";
 import { sha256Hex } from "../sha256_hex.ts";
@@ -200,7 +201,7 @@ async function compileAgent(dir: string): Promise<Uint8Array> {
   Deno.writeTextFileSync(`${dir}/agent.c`, AGENT_SOURCE);
   let result: Deno.CommandOutput;
   try {
-    result = await new Deno.Command("gcc", {
+    result = await new Deno.Command(systemProgram("gcc") ?? "/usr/bin/gcc", {
       args: [...AGENT_CFLAGS, "-o", `${dir}/agent`, `${dir}/agent.c`],
       stdout: "piped",
       stderr: "piped",
@@ -273,7 +274,7 @@ async function readModule(path: string): Promise<Uint8Array> {
     : null;
   if (!tool) return Deno.readFileSync(path);
   try {
-    const out = await new Deno.Command(tool[0], {
+    const out = await new Deno.Command(systemProgram(tool[0]) ?? `/usr/bin/${tool[0]}`, {
       args: ["-dc", path],
       stdout: "piped",
       stderr: "piped",

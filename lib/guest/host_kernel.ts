@@ -2,6 +2,7 @@
  * The host's guest kernel: where it is and which release it is.
  * @module
  */
+import { systemProgram } from "../system_program.ts";
 import { UsageError } from "../errors.ts";
 
 /** Returns the newest `/boot/vmlinuz-*` (by version); UsageError when there is none. */
@@ -63,7 +64,7 @@ export async function extractVmlinux(bzImage: Uint8Array): Promise<Uint8Array | 
     : null;
   if (!tool) return null;
   try {
-    const child = new Deno.Command(tool, {
+    const child = new Deno.Command(systemProgram(tool) ?? `/usr/bin/${tool}`, {
       args: ["-dc"],
       stdin: "piped",
       stdout: "piped",

@@ -6,15 +6,13 @@
  * `umount` are run from fixed system paths, never looked up in PATH.
  * @module
  */
+import { SYSTEM_DIRS, systemProgram } from "../system_program.ts";
 import { UsageError, VmfactoryError } from "../errors.ts";
 import { ensurePrivateDir, isSystemPath, PrivateDirError } from "../private_dir.ts";
 import { fallbackDir, fallbackRoot } from "./template_files.ts";
 
 /** The source name of the tool's tmpfs mounts, which tells them from anyone else's. */
 export const MOUNT_SOURCE = "vmfactory-template";
-
-/** Where `mount` and `umount` are looked for, in order. */
-const BIN_DIRS = ["/usr/bin", "/bin", "/usr/sbin", "/sbin"];
 
 /** One mount from /proc/self/mountinfo. */
 export interface MountEntry {
@@ -89,26 +87,9 @@ export interface TemplateDir {
   warning?: string;
 }
 
-const binaries = new Map<string, string | undefined>();
-
-/** The absolute path of the system binary `name` (first of {@link BIN_DIRS}), resolved once. */
-function systemBinary(name: string): string | undefined {
-  if (!binaries.has(name)) {
-    const found = BIN_DIRS.map((dir) => `${dir}/${name}`).find((path) => {
-      try {
-        return Deno.statSync(path).isFile;
-      } catch {
-        return false;
-      }
-    });
-    binaries.set(name, found);
-  }
-  return binaries.get(name);
-}
-
 async function run(name: string, args: string[]): Promise<{ ok: boolean; stderr: string }> {
-  const cmd = systemBinary(name);
-  if (!cmd) return { ok: false, stderr: `no ${name} in ${BIN_DIRS.join(", ")}` };
+  const cmd = systemProgram(name);
+  if (!cmd) return { ok: false, stderr: `no ${name} in ${SYSTEM_DIRS.join(", ")}` };
   try {
     const out = await new Deno.Command(cmd, {
       args,
@@ -116,7 +97,7 @@ async function run(name: string, args: string[]): Promise<{ ok: boolean; stderr:
       stdout: "null",
       stderr: "piped",
       clearEnv: true,
-      env: { LC_ALL: "C", PATH: BIN_DIRS.join(":") },
+      env: { LC_ALL: "C", PATH: SYSTEM_DIRS.join(":") },
     }).output();
     return { ok: out.success, stderr: new TextDecoder().decode(out.stderr).trim() };
   } catch (err) {
