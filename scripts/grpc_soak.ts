@@ -9,7 +9,7 @@
  *       Makes GetBaseVM calls (a new client per call, or one shared channel), prints `GOT <id>`
  *       per VM, then `LAT p50 p95` (ms per call) and `DONE`.
  *   grpc_soak.ts bench <socket>
- *       Prints latency of fresh vs reused clients against a running server, and the import cost.
+ *       Prints latency of fresh vs reused clients against a running server, and of the first call.
  * @module
  */
 
@@ -84,9 +84,11 @@ async function client(calls: number, concurrency: number, fresh: boolean): Promi
 }
 
 async function bench(): Promise<void> {
+  // the client is imported statically above: time the first fetch-based call's set-up instead
   const t0 = performance.now();
-  const { loadCacheGrpc } = await import("../lib/cache/cache_proto.ts");
-  await loadCacheGrpc();
+  const first = await CacheClient.connect(socketPath);
+  await first.getBaseVM();
+  first.close();
   const importMs = performance.now() - t0;
   const run = async (fresh: boolean, n: number) => {
     const shared = fresh ? undefined : await CacheClient.connect(socketPath);
@@ -104,7 +106,7 @@ async function bench(): Promise<void> {
   };
   await run(true, 20); // warm up
   const [fresh, reuse] = [await run(true, 300), await run(false, 300)];
-  console.log(`import of grpc-js + proto-loader + proto parse: ${importMs.toFixed(1)} ms`);
+  console.log(`first call of the process (connect + GetBaseVM): ${importMs.toFixed(1)} ms`);
   console.log(
     `GetBaseVM fresh client  p50 ${fresh[0].toFixed(2)} ms  p95 ${fresh[1].toFixed(2)} ms`,
   );

@@ -8,11 +8,10 @@
  *   them. That is harmless for a server: the client opens no new stream after it and closes the
  *   socket once its calls are done, which ends the session. The server itself never sends GOAWAY
  *   (it ends a connection by closing its socket).
- * - Client side, {@link GOAWAY_SAFE_CHANNEL_OPTIONS} makes a grpc-js channel drop its idle HTTP/2
- *   session after 10 s, so it never sits on one for minutes: an old idle session that then
- *   receives a GOAWAY (from any server) can abort the client.
+ * - Client side there is nothing to work around: the VMCache client uses Deno's `fetch`, not
+ *   `node:http2`.
  *
- * Once a Deno release fixes the issue, delete this file and its two uses.
+ * Once a Deno release fixes the issue, delete this file and its use in `cache_server.ts`.
  * @module
  */
 
@@ -59,8 +58,3 @@ export class GoawayFilter {
     return out;
   }
 }
-
-/** grpc-js channel options of the VMCache client (see the module doc). */
-export const GOAWAY_SAFE_CHANNEL_OPTIONS: Readonly<Record<string, number>> = {
-  "grpc.client_idle_timeout_ms": 10_000,
-};

@@ -3,7 +3,8 @@
  *
  * The tool ships as one bundled file, so the `.proto` text lives here too; `cache_proto_test.ts`
  * checks it equals `cache.proto` byte for byte. gRPC and proto-loader are imported only on the
- * first call of {@link loadCacheGrpc}, so commands that never touch the cache never pay for them.
+ * first call of {@link loadCacheGrpc}: the server's serializers and the tests use them; the client
+ * (`cache_client.ts`) does not, it speaks the messages through `cache_wire.ts`.
  * @module
  */
 

@@ -22,6 +22,12 @@ export interface QemuSpec {
   binary: string;
   /** Accelerator; pick it with `resolveAccel` from `accel.ts`. */
   accel: Accel;
+  /**
+   * TCG translation buffer in MiB (`-accel tcg,tb-size=N`); used only when `accel` is `"tcg"`.
+   * Omitted = QEMU's default (1 GiB on a 64-bit host, split in regions per vCPU). Not part of
+   * the migration stream, so a clone may differ from its template here.
+   */
+  tcgTbSizeMiB?: number;
   /** Machine type; default `pc`. */
   machine?: string;
   /** vCPUs at start. */
@@ -126,6 +132,7 @@ function validate(spec: QemuSpec): void {
   positiveInt("memoryMiB", spec.memoryMiB);
   positiveInt("maxMemoryMiB", spec.maxMemoryMiB);
   positiveInt("slots", spec.slots);
+  positiveInt("tcgTbSizeMiB", spec.tcgTbSizeMiB);
   if ((spec.maxCpus ?? spec.cpus) < spec.cpus) {
     throw new RangeError("QemuSpec.maxCpus must be at least cpus");
   }
@@ -155,7 +162,7 @@ function machineArgs(spec: QemuSpec): string[] {
     "-machine",
     opts([["type", spec.machine ?? "pc"], ["memory-backend", backend]]),
     "-accel",
-    spec.accel,
+    spec.accel === "tcg" ? opts([["tb-size", spec.tcgTbSizeMiB]], "tcg") : spec.accel,
   ];
 }
 

@@ -149,6 +149,14 @@ Deno.test("bare: no kernel, agent or console, paused", () => {
   ]);
 });
 
+Deno.test("tcgTbSizeMiB sizes the TCG translation buffer and is left out under kvm", () => {
+  const at = (args: string[]) => args[args.indexOf("-accel") + 1];
+  assert.equal(at(buildQemuArgs({ ...base, accel: "tcg", tcgTbSizeMiB: 16 })), "tcg,tb-size=16");
+  assert.equal(at(buildQemuArgs({ ...base, accel: "kvm", tcgTbSizeMiB: 16 })), "kvm");
+  assert.throws(() => buildQemuArgs({ ...base, tcgTbSizeMiB: 0 }), RangeError);
+  assert.throws(() => buildQemuArgs({ ...base, tcgTbSizeMiB: 1.5 }), RangeError);
+});
+
 Deno.test("commas in option values are doubled; -append and -kernel are not options", () => {
   const args = buildQemuArgs({
     ...base,
