@@ -25,3 +25,21 @@ export async function runCli(args: string[], env: Record<string, string> = {}): 
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }
+
+/**
+ * Reads `reader` (a child's decoded output) until the text read so far matches `until`; returns
+ * that text. Throws when the stream ends first.
+ */
+export async function readUntil(
+  reader: ReadableStreamDefaultReader<string>,
+  until: RegExp | string,
+): Promise<string> {
+  let seen = "";
+  const matches = () => typeof until === "string" ? seen.includes(until) : until.test(seen);
+  while (!matches()) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`the output ended before ${until}:\n${seen}`);
+    seen += value;
+  }
+  return seen;
+}

@@ -4,6 +4,7 @@
  * offered, and Ctrl-C of `factory init` mid-boot. Afterwards the documented clean-up (the next
  * refill, server start or `factory destroy`) leaves no orphaned QEMU and the pool at its size.
  */
+import { readUntil } from "./_cli.ts";
 import assert from "node:assert/strict";
 import { CacheClient } from "../lib/cache/cache_client.ts";
 import { parseHandOff } from "../lib/cache/vmcache_source.ts";
@@ -23,12 +24,7 @@ async function killAfterLine(code: string, dir: string): Promise<string> {
     stderr: "inherit",
   }).spawn();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let out = "";
-  while (!out.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    out += value;
-  }
+  const out = await readUntil(reader, "\n");
   child.kill("SIGKILL");
   await child.status;
   await reader.cancel().catch(() => {});
@@ -94,12 +90,7 @@ Deno.test("kill -9 of the VMCache server while a VM is offered: the VM is the cl
   }).spawn();
   const lines = server.stderr.pipeThrough(new TextDecoderStream()).getReader();
   try {
-    let seen = "";
-    while (!/1\/1 VMs ready/.test(seen)) {
-      const { value, done } = await lines.read();
-      if (done) throw new Error(`the server exited:\n${seen}`);
-      seen += value;
-    }
+    await readUntil(lines, /1\/1 VMs ready/);
     // a client that got the reply but never took the VM over (it died, or is slow)
     const client = await CacheClient.connect(env.settings.vmCacheEndpoint, { timeoutMs: 60_000 });
     const offered = parseHandOff((await client.getBaseVM()).hypervisor);
@@ -137,12 +128,7 @@ Deno.test("Ctrl-C of factory init mid-boot exits within seconds and leaves nothi
     stderr: "piped",
   }).spawn();
   const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  let seen = "";
-  while (!seen.includes("boot the template VM")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    seen += value;
-  }
+  await readUntil(reader, "boot the template VM");
   await new Promise((r) => setTimeout(r, 300)); // QEMU runs, the guest boots
   const interrupted = performance.now();
   child.kill("SIGINT");

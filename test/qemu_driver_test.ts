@@ -3,6 +3,7 @@
  * the template save / clone load recipe with paused machines, and the confinement (seccomp, and
  * another user when the tests run as root).
  */
+import { readUntil } from "./_cli.ts";
 import assert from "node:assert/strict";
 import { buildQemuArgs, type QemuSpec } from "../lib/qemu/qemu_command.ts";
 import { QmpDisconnectedError, type QmpEvent } from "../lib/qemu/qmp_client.ts";
@@ -183,12 +184,7 @@ await new Promise((resolve) => setTimeout(resolve, 60_000));
       stderr: "inherit",
     }).spawn();
     const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let out = "";
-    while (!out.includes("\n")) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      out += value;
-    }
+    const out = await readUntil(reader, "\n");
     qemu = identify(Number(out.trim()));
     assert.ok(qemu, `starter printed ${JSON.stringify(out)}`);
     child.kill("SIGINT");

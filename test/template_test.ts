@@ -2,6 +2,7 @@
  * VM templating against real QEMU (TCG): auto-created template, unique clones, shared memory,
  * hot-add, stale detection, destroy with running clones, and kill -9 of `factory init`.
  */
+import { readUntil } from "./_cli.ts";
 import assert from "node:assert/strict";
 import { UsageError } from "../lib/errors.ts";
 import { DirectSource } from "../lib/factory/direct_source.ts";
@@ -142,12 +143,7 @@ Deno.test("template: kill -9 of factory init leaves nothing behind; concurrent i
       stderr: "piped",
     }).spawn();
     const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-    let seen = "";
-    while (!seen.includes(killAfter)) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      seen += value;
-    }
+    await readUntil(reader, killAfter);
     await new Promise((r) => setTimeout(r, 200));
     child.kill("SIGKILL");
     await child.status;
