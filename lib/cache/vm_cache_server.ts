@@ -231,5 +231,5 @@ export async function cacheStatus(settings: Settings): Promise<Record<string, un
 
 /** The folders of `store` holding VMs a VMCache server keeps (cached or being booted for it). */
 export function cachedFolders(store: VmStore): VmFolder[] {
-  return store.folders().filter((f) => f.status?.state === "cached");
+  return store.folders(["cached"]);
 }

@@ -5,8 +5,7 @@
 import { type Accel, DEFAULT_CONSOLE_LOG_MAX } from "../qemu/qemu_command.ts";
 import { UsageError } from "../errors.ts";
 import { isSystemPath, normalizePath } from "../private_dir.ts";
-import { vmPaths } from "../vm/vm_paths.ts";
-import { newVmId } from "../vm/vm_store.ts";
+import { newVmId, vmPaths } from "../vm/vm_paths.ts";
 import { DEFAULT_QEMU_PATH } from "./builtin_default.ts";
 import {
   FACTORY_CHECKS,

@@ -22,9 +22,8 @@ export class ClonePool {
 
   /** Pooled clones (of `templateId`, or of any template). */
   entries(templateId?: string): VmFolder[] {
-    return this.keeper.store.folders().filter((f) =>
-      f.status?.state === "pooled" &&
-      (templateId === undefined || f.status.templateId === templateId)
+    return this.keeper.store.folders(["pooled"]).filter((f) =>
+      templateId === undefined || f.status?.templateId === templateId
     );
   }
 

@@ -88,9 +88,8 @@ export class TemplateManager implements TemplateKeeper {
 
   /** The boot plan of the configuration (resolved once; may build the built-in guest). */
   async plan(): Promise<BootPlan> {
-    if (this.#plan) return this.#plan;
-    this.#stateDir(); // the guest build and the accelerator answer are cached there
-    return this.#plan = await resolveBootPlan(this.settings, this.options.hooks);
+    // resolveBootPlan makes sure the state dir (where the guest build is cached) is private
+    return this.#plan ??= await resolveBootPlan(this.settings, this.options.hooks);
   }
 
   /** The state directory, made sure to be private to this user. */

@@ -27,3 +27,8 @@ export function vmPaths(dir: string, id: string): VmPaths {
     pidFile: `${dir}/qemu.pid`,
   };
 }
+
+/** Makes a new short random id (the folder name of a VM). */
+export function newVmId(): string {
+  return crypto.randomUUID().replaceAll("-", "").slice(0, 10);
+}

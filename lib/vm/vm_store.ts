@@ -41,7 +41,7 @@ import { readPidFile, stopQemu } from "../qemu/qemu_process.ts";
 import { writeFileAtomic } from "./atomic_write.ts";
 import { withFileLock } from "./file_lock.ts";
 import { parseRecord, type VmRecord } from "./vm_record.ts";
-import { type VmPaths, vmPaths } from "./vm_paths.ts";
+import { newVmId, type VmPaths, vmPaths } from "./vm_paths.ts";
 
 /** A folder's state; see the module doc for the table. */
 export type FolderState = "building" | "pooled" | "cached" | "offered" | "owned";
@@ -87,10 +87,6 @@ const MAX_FILE_BYTES = 64 * 1024;
 const ORPHAN_MS = 60_000;
 
 /** Makes a new short random id. */
-export function newVmId(): string {
-  return crypto.randomUUID().replaceAll("-", "").slice(0, 10);
-}
-
 /** The JSON in `path` (at most 64 KiB); undefined when missing, too big or not JSON. */
 export function readJsonFile(path: string): unknown {
   try {
@@ -212,6 +208,7 @@ async function removeFolder(dir: string): Promise<void> {
 export class VmStore {
   /** Folder holding one sub-folder per VM. */
   readonly vmsDir: string;
+  #private = false;
 
   /** A store rooted at `stateDir` (created on first use). */
   constructor(readonly stateDir: string) {
@@ -230,8 +227,12 @@ export class VmStore {
    */
   async allocate(id: string = newVmId()): Promise<PendingVm> {
     const paths = this.pathsOf(id);
-    ensurePrivateDir(this.stateDir, { what: "state directory" });
-    ensurePrivateDir(this.vmsDir);
+    if (!this.#private) {
+      // once per store: a private folder of ours cannot be replaced by another user meanwhile
+      ensurePrivateDir(this.stateDir, { what: "state directory" });
+      ensurePrivateDir(this.vmsDir);
+      this.#private = true;
+    }
     await Deno.mkdir(paths.dir, { mode: 0o700 });
     await this.#write(paths, { state: "building", owner: selfIdentity() });
     return new PendingVm(this, paths);
@@ -295,8 +296,12 @@ export class VmStore {
     return parseRecord(readJsonFile(`${paths.dir}/record.json`), paths);
   }
 
-  /** Every VM folder with its state and record (unreadable parts left undefined). */
-  folders(): VmFolder[] {
+  /**
+   * Every VM folder with its state and record (unreadable parts left undefined); with `states`,
+   * only the folders in one of them (the others' records are not read: a claim among 100 running
+   * clones reads the pooled ones' only).
+   */
+  folders(states?: readonly FolderState[]): VmFolder[] {
     let names: string[];
     try {
       names = [...Deno.readDirSync(this.vmsDir)].filter((e) => e.isDirectory).map((e) => e.name);
@@ -304,17 +309,20 @@ export class VmStore {
       if (err instanceof Deno.errors.NotFound) return [];
       throw err;
     }
-    return names.filter((n) => ID_PATTERN.test(n)).map((name) => {
+    const out: VmFolder[] = [];
+    for (const name of names.filter((n) => ID_PATTERN.test(n))) {
       const paths = vmPaths(`${this.vmsDir}/${name}`, name);
       const status = this.status(paths);
-      return { paths, status, record: status ? this.record(paths) : undefined };
-    });
+      if (states && !(status && states.includes(status.state))) continue; // no record read
+      out.push({ paths, status, record: status ? this.record(paths) : undefined });
+    }
+    return out;
   }
 
   /** The owned VMs, oldest first, reconciled with the live processes. */
   list(): Promise<VmEntry[]> {
-    const entries = this.folders()
-      .filter((f) => f.status?.state === "owned" && f.record)
+    const entries = this.folders(["owned"])
+      .filter((f) => f.record)
       .map((f) => ({ record: f.record!, alive: isAlive(processOf(f.record!)) }));
     return Promise.resolve(
       entries.sort((a, b) => a.record.createdAt.localeCompare(b.record.createdAt)),
@@ -346,8 +354,8 @@ export class VmStore {
    * processes, never get the same folder.
    */
   async claim(templateId: string): Promise<PendingVm | undefined> {
-    for (const f of this.folders()) {
-      if (f.status?.state !== "pooled" || f.status.templateId !== templateId || !f.record) continue;
+    for (const f of this.folders(["pooled"])) {
+      if (f.status?.templateId !== templateId || !f.record) continue;
       try {
         await this.move(f.paths, ["pooled"], { state: "building", owner: selfIdentity() });
       } catch (err) {
