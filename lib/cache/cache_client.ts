@@ -26,6 +26,7 @@ import {
   decodeGrpcVM,
   decodeGrpcVMConfig,
   frameMessage,
+  GrpcCode,
   unframeMessage,
 } from "./cache_wire.ts";
 
@@ -80,18 +81,6 @@ export interface CacheClientOptions {
   timeoutMs?: number;
 }
 
-const enum Code {
-  Cancelled = 1,
-  Unknown = 2,
-  DeadlineExceeded = 4,
-  PermissionDenied = 7,
-  ResourceExhausted = 8,
-  Unimplemented = 12,
-  Internal = 13,
-  Unavailable = 14,
-  Unauthenticated = 16,
-}
-
 /** Largest reply body read (grpc-js's default receive limit). */
 const MAX_REPLY_BYTES = 4 * 1024 * 1024;
 /** Longest timer setTimeout honours; a longer one fires at once. */
@@ -102,7 +91,7 @@ const NOT_RUNNING =
 
 /** Why a call was aborted. */
 class Abort {
-  constructor(readonly code: Code, readonly detail: string) {}
+  constructor(readonly code: GrpcCode, readonly detail: string) {}
 }
 
 /** A connection to a VMCache server; {@link CacheClient.close} it when done. */
@@ -173,7 +162,9 @@ export class CacheClient {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    for (const ac of this.#pending) ac.abort(new Abort(Code.Cancelled, "the client was closed"));
+    for (const ac of this.#pending) {
+      ac.abort(new Abort(GrpcCode.Cancelled, "the client was closed"));
+    }
     this.#pending.clear();
     this.#http.close();
   }
@@ -182,12 +173,12 @@ export class CacheClient {
   async #call(rpc: string, timeoutMs = this.#timeoutMs): Promise<Uint8Array> {
     const fail = (code: number, detail: string) =>
       new CacheCallError(rpc, this.#socketPath, code, detail);
-    if (this.#closed) throw fail(Code.Cancelled, "the client was closed");
+    if (this.#closed) throw fail(GrpcCode.Cancelled, "the client was closed");
     const ms = Math.max(0, Math.min(Math.ceil(timeoutMs), MAX_TIMER_MS));
     const ac = new AbortController();
     this.#pending.add(ac);
     const timer = setTimeout(
-      () => ac.abort(new Abort(Code.DeadlineExceeded, `deadline of ${ms} ms exceeded`)),
+      () => ac.abort(new Abort(GrpcCode.DeadlineExceeded, `deadline of ${ms} ms exceeded`)),
       ms,
     );
     try {
@@ -206,7 +197,10 @@ export class CacheClient {
       if (status !== null && status !== "0") {
         await res.body?.cancel();
         const code = Number(status);
-        throw fail(Number.isInteger(code) ? code : Code.Unknown, grpcMessage(res.headers, status));
+        throw fail(
+          Number.isInteger(code) ? code : GrpcCode.Unknown,
+          grpcMessage(res.headers, status),
+        );
       }
       if (res.status !== 200) {
         await res.body?.cancel();
@@ -215,18 +209,18 @@ export class CacheClient {
       const type = res.headers.get("content-type") ?? "";
       if (!/^application\/grpc([+;]|$)/.test(type)) {
         await res.body?.cancel();
-        throw fail(Code.Unknown, `reply content-type "${type}" is not gRPC`);
+        throw fail(GrpcCode.Unknown, `reply content-type "${type}" is not gRPC`);
       }
       const body = await readBody(res);
       if (body === undefined) {
-        throw fail(Code.ResourceExhausted, `reply larger than ${MAX_REPLY_BYTES} bytes`);
+        throw fail(GrpcCode.ResourceExhausted, `reply larger than ${MAX_REPLY_BYTES} bytes`);
       }
       // trailers-only OK carries no message: an Empty
       if (status === "0" && body.length === 0) return body;
       try {
         return unframeMessage(body);
       } catch (err) {
-        throw fail(Code.Internal, `malformed reply: ${(err as Error).message}`);
+        throw fail(GrpcCode.Internal, `malformed reply: ${(err as Error).message}`);
       }
     } catch (err) {
       if (err instanceof CacheCallError) throw err;
@@ -237,7 +231,7 @@ export class CacheClient {
       if (NOT_RUNNING.test(causes(err)) || !await listening(this.#socketPath)) {
         throw new CacheServerNotRunningError(this.#socketPath, { cause: err });
       }
-      throw Object.assign(fail(Code.Unavailable, causes(err)), { cause: err });
+      throw Object.assign(fail(GrpcCode.Unavailable, causes(err)), { cause: err });
     } finally {
       clearTimeout(timer);
       this.#pending.delete(ac);
@@ -274,12 +268,12 @@ function grpcMessage(headers: Headers, status: string): string {
 
 /** The gRPC code of an HTTP status without `grpc-status` (gRPC's http-grpc-status-mapping). */
 function httpToGrpc(status: number): number {
-  if (status === 400) return Code.Internal;
-  if (status === 401) return Code.Unauthenticated;
-  if (status === 403) return Code.PermissionDenied;
-  if (status === 404) return Code.Unimplemented;
-  if ([429, 502, 503, 504].includes(status)) return Code.Unavailable;
-  return Code.Unknown;
+  if (status === 400) return GrpcCode.Internal;
+  if (status === 401) return GrpcCode.Unauthenticated;
+  if (status === 403) return GrpcCode.PermissionDenied;
+  if (status === 404) return GrpcCode.Unimplemented;
+  if ([429, 502, 503, 504].includes(status)) return GrpcCode.Unavailable;
+  return GrpcCode.Unknown;
 }
 
 /** False when nothing listens at `socketPath` (no socket, or a stale one). */

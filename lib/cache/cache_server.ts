@@ -1,8 +1,8 @@
 /**
  * The VMCache gRPC server: Kata's `cache.CacheService` on a Unix socket.
  *
- * It speaks unary gRPC directly on `node:http2` (with the proto-loader serializers of
- * {@link loadCacheGrpc}) instead of through grpc-js's `Server`, because it must own each
+ * It speaks unary gRPC directly on `node:http2` (with the codec of `cache_wire.ts`, shared with
+ * the client) instead of through grpc-js's `Server`, because it must own each
  * connection: Deno 2.9's `node:http2` aborts the whole process inside nghttp2 while it handles a
  * GOAWAY (denoland/deno#36788), and every grpc-js client sends one when it closes its channel. So
  * the server accepts connections itself, strips client GOAWAY frames before nghttp2 sees them
@@ -31,13 +31,19 @@
 
 import { ensurePrivateDir } from "../private_dir.ts";
 import http2 from "node:http2";
-import type { ServiceDefinition } from "@grpc/grpc-js";
 import { MAX_TIMER_MS } from "../config/key_checks.ts";
 import { errorMessage, UsageError, VmfactoryError } from "../errors.ts";
 import { type ConnDuplex, connDuplex } from "./_conn_duplex.ts";
 import { GoawayFilter } from "./_h2_goaway_filter.ts";
 import { CacheClient } from "./cache_client.ts";
-import { loadCacheGrpc } from "./cache_proto.ts";
+import {
+  encodeGrpcStatus,
+  encodeGrpcVM,
+  encodeGrpcVMConfig,
+  frameMessage,
+  GrpcCode,
+  unframeMessage,
+} from "./cache_wire.ts";
 import type { CacheVm, CacheVmSource } from "./cache_vm_source.ts";
 
 /** Largest request body the server reads (bytes); a bigger one is answered RESOURCE_EXHAUSTED. */
@@ -82,17 +88,8 @@ export interface CacheServerHandle {
   onQuit(cb: () => void): void;
 }
 
-const enum Code {
-  Ok = 0,
-  DeadlineExceeded = 4,
-  ResourceExhausted = 8,
-  Unimplemented = 12,
-  Internal = 13,
-  Unavailable = 14,
-}
-
 type Stream = http2.ServerHttp2Stream;
-type Reply = { code: Code.Ok; message: Uint8Array } | { code: Code; error: string };
+type Reply = { code: GrpcCode.Ok; message: Uint8Array } | { code: GrpcCode; error: string };
 /** A served connection: its duplex, its open streams, the timer that closes it when idle. */
 type Served = { conn: ConnDuplex; streams: number; idle?: ReturnType<typeof setTimeout> };
 
@@ -106,7 +103,6 @@ export async function startCacheServer(options: CacheServerOptions): Promise<Cac
   const takeTimeoutMs = options.takeTimeoutMs ?? 60_000;
   const maxConnections = options.maxConnections ?? MAX_CONNECTIONS;
   const idleTimeoutMs = Math.min(options.idleTimeoutMs ?? IDLE_TIMEOUT_MS, MAX_TIMER_MS);
-  const { service } = await loadCacheGrpc();
   await prepareSocketPath(socketPath, log);
 
   const shutdown = new AbortController();
@@ -129,12 +125,13 @@ export async function startCacheServer(options: CacheServerOptions): Promise<Cac
   const handlers: Record<string, Handler> = {
     Config: () => {
       const c = source.config();
-      return Promise.resolve(ok(service.Config, { Data: c.data, AgentConfig: c.agentConfig }));
+      return Promise.resolve(ok(encodeGrpcVMConfig({ Data: c.data, AgentConfig: c.agentConfig })));
     },
-    Status: () => Promise.resolve(ok(service.Status, { pid: Deno.pid, vmstatus: source.status() })),
+    Status: () =>
+      Promise.resolve(ok(encodeGrpcStatus({ pid: Deno.pid, vmstatus: source.status() }))),
     Quit: (stream) => {
       stream.once("close", () => void quit());
-      return Promise.resolve(ok(service.Quit, {}));
+      return Promise.resolve(ok(new Uint8Array())); // google.protobuf.Empty
     },
     GetBaseVM: async (stream, timeoutMs, conn) => {
       const ms = Math.min(takeTimeoutMs, timeoutMs, MAX_TIMER_MS); // a longer timer fires at once
@@ -149,27 +146,27 @@ export async function startCacheServer(options: CacheServerOptions): Promise<Cac
         vm = await source.take(signal);
       } catch (err) {
         if (shutdown.signal.aborted) {
-          return { code: Code.Unavailable, error: "the VMCache server is stopping" };
+          return { code: GrpcCode.Unavailable, error: "the VMCache server is stopping" };
         }
         if (signal.aborted) {
           const error = `no cached VM became ready within ${ms} ms`;
-          return { code: Code.DeadlineExceeded, error };
+          return { code: GrpcCode.DeadlineExceeded, error };
         }
         return {
-          code: Code.Unavailable,
+          code: GrpcCode.Unavailable,
           error: `the cache failed to provide a VM: ${errorMessage(err)}`,
         };
       }
       if (stream.closed || stream.destroyed || conn.gone.aborted) {
         giveBack(vm, "the client went away before the reply");
-        return { code: Code.Unavailable, error: "client gone" };
+        return { code: GrpcCode.Unavailable, error: "client gone" };
       }
-      const reply = ok(service.GetBaseVM, {
+      const reply = ok(encodeGrpcVM({
         id: vm.id,
         hypervisor: vm.hypervisor,
         cpu: vm.cpu,
         memory: vm.memory,
-      });
+      }));
       // Delivered once the stream closed cleanly after our trailers and the socket accepted every
       // byte written up to then; a client killed after that point loses the VM (no ack exists).
       stream.once("close", async () => {
@@ -218,7 +215,7 @@ export async function startCacheServer(options: CacheServerOptions): Promise<Cac
     stream.on("error", () => {});
     if (headerListSize(headers) > MAX_HEADER_LIST_BYTES) {
       const error = `the request headers are larger than ${MAX_HEADER_LIST_BYTES} bytes`;
-      send(stream, { code: Code.ResourceExhausted, error });
+      send(stream, { code: GrpcCode.ResourceExhausted, error });
       stream.close(http2.constants.NGHTTP2_NO_ERROR);
       return;
     }
@@ -234,7 +231,7 @@ export async function startCacheServer(options: CacheServerOptions): Promise<Cac
       chunks.length = 0;
       clearTimeout(unfinished);
       const error = `the request is larger than ${MAX_REQUEST_BYTES} bytes`;
-      send(stream, { code: Code.ResourceExhausted, error });
+      send(stream, { code: GrpcCode.ResourceExhausted, error });
       stream.close(http2.constants.NGHTTP2_NO_ERROR); // stop the client sending the rest
     });
     stream.once("end", async () => {
@@ -242,14 +239,14 @@ export async function startCacheServer(options: CacheServerOptions): Promise<Cac
       if (received > MAX_REQUEST_BYTES) return;
       let reply: Reply;
       if (!handler) {
-        reply = { code: Code.Unimplemented, error: `no such method ${path}` };
-      } else if (!isUnaryFrame(chunks)) {
-        reply = { code: Code.Internal, error: "malformed gRPC request message" };
+        reply = { code: GrpcCode.Unimplemented, error: `no such method ${path}` };
+      } else if (!isUnaryFrame(chunks)) { // requests are Empty: only the framing is checked
+        reply = { code: GrpcCode.Internal, error: "malformed gRPC request message" };
       } else {
         try {
           reply = await handler(stream, parseGrpcTimeout(headers["grpc-timeout"]), served.conn);
         } catch (err) {
-          reply = { code: Code.Internal, error: `${name} failed: ${errorMessage(err)}` };
+          reply = { code: GrpcCode.Internal, error: `${name} failed: ${errorMessage(err)}` };
         }
       }
       send(stream, reply);
@@ -333,8 +330,8 @@ export async function startCacheServer(options: CacheServerOptions): Promise<Cac
   };
 }
 
-function ok(method: ServiceDefinition[string], value: unknown): Reply {
-  return { code: Code.Ok, message: method.responseSerialize(value) };
+function ok(message: Uint8Array): Reply {
+  return { code: GrpcCode.Ok, message };
 }
 
 /**
@@ -351,7 +348,7 @@ function send(stream: Stream, reply: Reply): void {
 }
 
 function respond(stream: Stream, reply: Reply): void {
-  if (reply.code !== Code.Ok || !("message" in reply)) {
+  if (reply.code !== GrpcCode.Ok || !("message" in reply)) {
     const error = "error" in reply ? reply.error : "";
     stream.respond({
       ":status": 200,
@@ -373,10 +370,7 @@ function respond(stream: Stream, reply: Reply): void {
       stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
     }
   });
-  const frame = new Uint8Array(5 + reply.message.length);
-  new DataView(frame.buffer).setUint32(1, reply.message.length);
-  frame.set(reply.message, 5);
-  stream.end(frame);
+  stream.end(frameMessage(reply.message));
 }
 
 /** The size of a header list as HTTP/2 counts it: name + value + 32 per field. */
@@ -388,15 +382,6 @@ function headerListSize(headers: http2.IncomingHttpHeaders): number {
     }
   }
   return size;
-}
-
-/** True when the request body is exactly one uncompressed length-prefixed message. */
-function isUnaryFrame(chunks: Uint8Array[]): boolean {
-  const body = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let at = 0;
-  for (const c of chunks) body.set(c, (at += c.length) - c.length);
-  if (body.length < 5 || body[0] !== 0) return false;
-  return new DataView(body.buffer).getUint32(1) === body.length - 5;
 }
 
 /** Parses a `grpc-timeout` header ("100m", "5S"...) into ms; Infinity when absent or invalid. */
@@ -487,4 +472,21 @@ async function livePid(socketPath: string): Promise<number | undefined> {
   } finally {
     client?.close();
   }
+}
+
+/** True when the request body is exactly one uncompressed length-prefixed message. */
+function isUnaryFrame(chunks: Uint8Array[]): boolean {
+  try {
+    unframeMessage(concatBytes(chunks));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function concatBytes(chunks: Uint8Array[]): Uint8Array {
+  const body = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let at = 0;
+  for (const c of chunks) body.set(c, (at += c.length) - c.length);
+  return body;
 }

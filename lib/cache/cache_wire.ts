@@ -12,6 +12,20 @@
  * @module
  */
 
+/** The gRPC status codes the VMCache client and server use. */
+export const enum GrpcCode {
+  Ok = 0,
+  Cancelled = 1,
+  Unknown = 2,
+  DeadlineExceeded = 4,
+  PermissionDenied = 7,
+  ResourceExhausted = 8,
+  Unimplemented = 12,
+  Internal = 13,
+  Unavailable = 14,
+  Unauthenticated = 16,
+}
+
 /** `cache.GrpcVM`. */
 export interface GrpcVM {
   /** 1: VM id. */
