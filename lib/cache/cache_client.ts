@@ -19,6 +19,7 @@
  * @module
  */
 
+import { MAX_TIMER_MS } from "../cheap_timer.ts";
 import { UsageError, VmfactoryError } from "../errors.ts";
 import {
   decodeEmpty,
@@ -83,8 +84,6 @@ export interface CacheClientOptions {
 
 /** Largest reply body read (grpc-js's default receive limit). */
 const MAX_REPLY_BYTES = 4 * 1024 * 1024;
-/** Longest timer setTimeout honours; a longer one fires at once. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 /** A connection error that means nothing listens at the socket. */
 const NOT_RUNNING =
   /No such file or directory|Connection refused|os error (2|111)\)|ENOENT|ECONNREFUSED/;

@@ -31,7 +31,7 @@
 
 import { ensurePrivateDir } from "../private_dir.ts";
 import http2 from "node:http2";
-import { MAX_TIMER_MS } from "../config/key_checks.ts";
+import { MAX_TIMER_MS } from "../cheap_timer.ts";
 import { errorMessage, UsageError, VmfactoryError } from "../errors.ts";
 import { type ConnDuplex, connDuplex } from "./_conn_duplex.ts";
 import { GoawayFilter } from "./_h2_goaway_filter.ts";

@@ -26,11 +26,6 @@ export const MAX_MEMORY_SLOTS = 256;
 export const MAX_KEPT_VMS = 1024;
 /** Largest unsigned 32-bit value: Kata reads `default_maxvcpus` into a uint32. */
 export const MAX_UINT32 = 2 ** 32 - 1;
-/**
- * Longest delay (ms) a timer takes: `setTimeout` and `AbortSignal.timeout` fire at once for more
- * (a signed 32-bit count of milliseconds, about 24.8 days).
- */
-export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 const isInt = (v: unknown): boolean =>
   typeof v === "bigint" || (typeof v === "number" && Number.isInteger(v));
