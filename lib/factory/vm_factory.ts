@@ -29,7 +29,7 @@ import {
 
 /** A factory's view of itself, for `factory status`. */
 export interface FactoryStatus {
-  /** The source's kind: "direct", "template", "cache" or "vmcache". */
+  /** The source's kind: "direct", "template" or "vmcache". */
   kind: string;
   /** Free-form details (JSON-serialisable). */
   [key: string]: unknown;

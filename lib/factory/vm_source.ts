@@ -1,7 +1,6 @@
 /**
  * A VM source: "give me a running VM in a folder the store reserved". Cold boot, a template clone
- * (claimed from the pool, else spawned on request), a VM taken from an in-process VMCache, or one
- * fetched from a VMCache server. Small on purpose: no policy (fallback, hot-add, personalization,
+ * (claimed from the pool, else spawned on request), or a VM fetched from a VMCache server. Small on purpose: no policy (fallback, hot-add, personalization,
  * the record) lives here; {@link VmFactory} does those once for every source.
  * @module
  */
@@ -68,7 +67,7 @@ export interface SourceSupply {
 
 /** A source of running VMs. */
 export interface VmSource {
-  /** "direct", "template", "cache" or "vmcache". */
+  /** "direct", "template" or "vmcache" (or a caller's own). */
   readonly kind: string;
   /**
    * Readies the source for `request` (may build a template first) and returns what it offers, or
