@@ -43,3 +43,29 @@ export async function readUntil(
   }
   return seen;
 }
+
+/**
+ * Runs the TypeScript `code` in a Deno child (from a file in `dir`) until it prints its first line,
+ * then sends it `signal` and waits for it to exit; returns that line.
+ */
+export async function runScriptUntilLine(
+  code: string,
+  dir: string,
+  signal: Deno.Signal,
+): Promise<string> {
+  const script = `${dir}/child-${crypto.randomUUID().slice(0, 6)}.ts`;
+  await Deno.writeTextFile(script, code);
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--no-lock", script],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  try {
+    return (await readUntil(reader, "\n")).trim();
+  } finally {
+    child.kill(signal);
+    await child.status;
+    await reader.cancel().catch(() => {});
+  }
+}

@@ -4,7 +4,7 @@
  * offered, and Ctrl-C of `factory init` mid-boot. Afterwards the documented clean-up (the next
  * refill, server start or `factory destroy`) leaves no orphaned QEMU and the pool at its size.
  */
-import { readUntil } from "./_cli.ts";
+import { readUntil, runScriptUntilLine } from "./_cli.ts";
 import assert from "node:assert/strict";
 import { CacheClient } from "../lib/cache/cache_client.ts";
 import { parseHandOff } from "../lib/cache/vmcache_source.ts";
@@ -15,21 +15,7 @@ import { qemuPidsWith, ROOT, vmEnv } from "./_vm_env.ts";
 const LIB = new URL("../lib/", import.meta.url).href;
 
 /** Runs `code` in a Deno child until it prints a line, then kills it with SIGKILL. */
-async function killAfterLine(code: string, dir: string): Promise<string> {
-  const script = `${dir}/child-${crypto.randomUUID().slice(0, 6)}.ts`;
-  await Deno.writeTextFile(script, code);
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--no-lock", script],
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  const out = await readUntil(reader, "\n");
-  child.kill("SIGKILL");
-  await child.status;
-  await reader.cancel().catch(() => {});
-  return out.trim();
-}
+const killAfterLine = (code: string, dir: string) => runScriptUntilLine(code, dir, "SIGKILL");
 
 const states = (store: VmStore) => store.folders().map((f) => f.status?.state ?? "none").sort();
 

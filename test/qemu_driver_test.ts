@@ -3,7 +3,7 @@
  * the template save / clone load recipe with paused machines, and the confinement (seccomp, and
  * another user when the tests run as root).
  */
-import { readUntil } from "./_cli.ts";
+import { runScriptUntilLine } from "./_cli.ts";
 import assert from "node:assert/strict";
 import { buildQemuArgs, type QemuSpec } from "../lib/qemu/qemu_command.ts";
 import { QmpDisconnectedError, type QmpEvent } from "../lib/qemu/qmp_client.ts";
@@ -164,10 +164,8 @@ Deno.test("QEMU outlives the Deno process that started it, even on SIGINT", asyn
   let qemu: ProcessIdentity | undefined;
   const spec = box.spec();
   try {
-    const script = `${box.dir}/starter.ts`;
     const lib = new URL("../lib/qemu/", import.meta.url).href;
-    await Deno.writeTextFile(
-      script,
+    const out = await runScriptUntilLine(
       `import { buildQemuArgs } from "${lib}qemu_command.ts";
 import { startQemu } from "${lib}qemu_process.ts";
 const spec = ${JSON.stringify(spec)};
@@ -176,20 +174,11 @@ const { pid } = await startQemu(buildQemuArgs(spec), {
 console.log(pid);
 await new Promise((resolve) => setTimeout(resolve, 60_000));
 `,
+      box.dir,
+      "SIGINT",
     );
-    const deno = new URL("../scripts/deno", import.meta.url).pathname;
-    const child = new Deno.Command(deno, {
-      args: ["run", "-A", "--no-lock", script],
-      stdout: "piped",
-      stderr: "inherit",
-    }).spawn();
-    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    const out = await readUntil(reader, "\n");
-    qemu = identify(Number(out.trim()));
+    qemu = identify(Number(out));
     assert.ok(qemu, `starter printed ${JSON.stringify(out)}`);
-    child.kill("SIGINT");
-    await child.status;
-    await reader.cancel();
     assert.ok(isAlive(qemu), "QEMU died with its starter");
     const qmp = await connectQmp(spec.qmpSocket);
     assert.equal((await qmp.execute<{ status: string }>("query-status")).status, "prelaunch");
