@@ -27,7 +27,7 @@ import type { Size, SourceSupply, SourceVm, VmRequest, VmSource } from "./vm_sou
 export const BOOT_TIMEOUT_MS = 90_000;
 
 /** A QEMU process booted from `plan` into `paths`, running and answering QMP. */
-export async function spawnVm(
+async function spawnVm(
   plan: BootPlan,
   paths: VmPaths,
   opts: SpecOptions = {},

@@ -181,7 +181,7 @@ export function readPidFile(pidFile: string): ProcessIdentity | undefined {
 }
 
 /** The error for a QEMU that exited while starting, with the last lines of its log. */
-export async function qemuExitedError(
+async function qemuExitedError(
   process: ProcessIdentity,
   logFile?: string,
 ): Promise<VmfactoryError> {
@@ -278,7 +278,7 @@ export async function stopQemu(
  * True while `p` runs and is a QEMU system emulator: pid, start time and executable together, so
  * a record that names another program (forged, or a pid reused at the same tick) is never obeyed.
  */
-export function isQemu(p: ProcessIdentity): boolean {
+function isQemu(p: ProcessIdentity): boolean {
   if (!isAlive(p)) return false;
   const exe = executableOf(p.pid);
   return exe !== undefined && /^qemu-system-/.test(exe.slice(exe.lastIndexOf("/") + 1));

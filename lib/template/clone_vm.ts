@@ -29,11 +29,6 @@ export function cloneSpec(plan: BootPlan, template: FoundTemplate, paths: VmPath
   });
 }
 
-/** The QEMU argv of a clone of `template`. */
-export function cloneArgs(plan: BootPlan, template: FoundTemplate, paths: VmPaths): string[] {
-  return buildQemuArgs(cloneSpec(plan, template, paths));
-}
-
 /**
  * Starts a clone process in `paths` (waiting only for the spawn), with the template's state file
  * as its fd 3 and in its cgroup.
@@ -54,7 +49,7 @@ export async function startCloneProcess(
  * Loads the state of `template` into the waiting QEMU behind `qmp` (from the fd it was started
  * with, see {@link startCloneProcess}) and resumes it.
  */
-export async function loadAndResume(
+async function loadAndResume(
   qmp: QmpClient,
   template: FoundTemplate,
   timer: PhaseTimer,

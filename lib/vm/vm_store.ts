@@ -88,7 +88,7 @@ const ORPHAN_MS = 60_000;
 
 /** Makes a new short random id. */
 /** The JSON in `path` (at most 64 KiB); undefined when missing, too big or not JSON. */
-export function readJsonFile(path: string): unknown {
+function readJsonFile(path: string): unknown {
   try {
     const bytes = Deno.readFileSync(path);
     if (bytes.length > MAX_FILE_BYTES) return undefined;
