@@ -5,7 +5,6 @@
 import type { Settings } from "../config/settings.ts";
 import { VmfactoryError } from "../errors.ts";
 import { type AgentClient, waitForAgent } from "../guest/agent_client.ts";
-import { pollUntil } from "../poll_until.ts";
 import { isAlive, type ProcessIdentity } from "../process_identity.ts";
 import { buildQemuArgs, DEFAULT_CONSOLE_LOG_MAX } from "../qemu/qemu_command.ts";
 import { startQemu } from "../qemu/qemu_process.ts";
@@ -49,19 +48,11 @@ export async function waitForBoot(
   action: string,
   watch: { process?: ProcessIdentity; signal?: AbortSignal; consoleLogMax?: number } = {},
 ): Promise<AgentClient> {
-  let settled = false;
-  const agent = waitForAgent(paths.agentSocket, { deadline: Date.now() + BOOT_TIMEOUT_MS });
-  const gone = pollUntil(() => {
-    if (settled) return "";
-    if (watch.signal?.aborted) return "interrupted";
-    if (watch.process && !isAlive(watch.process)) return "QEMU exited";
-    return undefined;
-  }, { timeoutMs: BOOT_TIMEOUT_MS + 1000, intervalMs: 50 });
   try {
-    const first = await Promise.race([agent, gone]);
-    if (typeof first === "object") return first;
-    agent.then((a) => a.close(), () => {}); // answered after all: nobody's any more
-    throw new Error(first ?? "no answer");
+    return await waitForAgent(paths.agentSocket, {
+      deadline: Date.now() + BOOT_TIMEOUT_MS,
+      giveUp: () => quitReason(watch),
+    });
   } catch (err) {
     const tail = await consoleTail(paths, watch.consoleLogMax ?? DEFAULT_CONSOLE_LOG_MAX, 3);
     throw new VmfactoryError(
@@ -69,9 +60,14 @@ export async function waitForBoot(
       `${(err as Error).message}${tail ? `; console: ${tail}` : ""}`,
       { cause: err },
     );
-  } finally {
-    settled = true;
   }
+}
+
+/** Why waiting for a VM's agent is pointless: its QEMU exited, or the caller gave up. */
+export function quitReason(watch: { process?: ProcessIdentity; signal?: AbortSignal }) {
+  if (watch.signal?.aborted) return "interrupted";
+  if (watch.process && !isAlive(watch.process)) return "QEMU exited";
+  return undefined;
 }
 
 /**

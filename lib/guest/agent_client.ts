@@ -445,15 +445,21 @@ export class AgentClient {
  * `Date.now()` time) passes; returns the connected client. Meant for right after a boot or a
  * clone: the socket may not exist yet (retried every few ms), and a ping sent before the guest
  * opened its port waits in QEMU and is answered once the agent runs (re-sent with back-off in
- * case one is lost; late answers are ignored).
+ * case one is lost; late answers are ignored). `giveUp`, asked between attempts, ends the wait at
+ * once with the reason it returns (e.g. the VM's QEMU exited): an AgentError with code "closed".
  */
 export async function waitForAgent(
   socketPath: string,
-  opts: { deadline: number },
+  opts: { deadline: number; giveUp?: () => string | undefined },
 ): Promise<AgentClient> {
   let delay = 2;
   let lastError: unknown;
+  const stopIf = () => {
+    const why = opts.giveUp?.();
+    if (why) throw new AgentError("reach the guest agent", why, "closed", { cause: lastError });
+  };
   while (Date.now() < opts.deadline) {
+    stopIf();
     let client: AgentClient;
     try {
       client = await AgentClient.connect(socketPath, { timeoutMs: opts.deadline - Date.now() });
@@ -470,6 +476,12 @@ export async function waitForAgent(
       continue;
     }
     for (let interval = 25; client.connected && Date.now() < opts.deadline;) {
+      try {
+        stopIf();
+      } catch (error) {
+        client.close();
+        throw error;
+      }
       try {
         await client.ping({
           timeoutMs: Math.max(1, Math.min(interval, opts.deadline - Date.now())),

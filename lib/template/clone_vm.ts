@@ -14,6 +14,7 @@ import { buildQemuArgs, type QemuSpec } from "../qemu/qemu_command.ts";
 import { connectQmp, FIRST_PASSED_FD, startQemu } from "../qemu/qemu_process.ts";
 import type { QmpClient } from "../qemu/qmp_client.ts";
 import { type BootPlan, qemuSpecFor, startOptionsFor } from "../factory/boot_plan.ts";
+import { quitReason } from "../factory/direct_source.ts";
 import type { PhaseTimer } from "../vm/vm_record.ts";
 import type { VmPaths } from "../vm/vm_paths.ts";
 import type { FoundTemplate } from "./template_files.ts";
@@ -97,7 +98,10 @@ export async function resumeClone(
   } finally {
     qmp.close();
   }
-  const agent = await waitForAgent(paths.agentSocket, { deadline: Date.now() + CLONE_TIMEOUT_MS });
+  const agent = await waitForAgent(paths.agentSocket, {
+    deadline: Date.now() + CLONE_TIMEOUT_MS,
+    giveUp: () => quitReason({ process }),
+  });
   timer.mark("agentMs");
   return agent;
 }
