@@ -652,23 +652,22 @@ export async function growth(
     }
     await sleep(500);
     const idle = await idleCpu(running.map((r) => r.pid), opts.idleSeconds, tck);
-    const pool: number[] = [];
-    for (let i = 0; i < opts.growthSamples; i++) {
-      const t0 = performance.now();
-      const vm = await poolFactory.getVm({});
-      pool.push(performance.now() - t0);
-      await destroyVm(store, vm);
-      await poolFactory.refill();
-    }
+    /** `growthSamples` clones from `kit`, each timed, destroyed, then `after()` (untimed). */
+    const sample = async (kit: TemplateKit, after: () => Promise<unknown>) => {
+      const ms: number[] = [];
+      for (let i = 0; i < opts.growthSamples; i++) {
+        const t0 = performance.now();
+        const vm = await kit.getVm({});
+        ms.push(performance.now() - t0);
+        await destroyVm(store, vm);
+        await after();
+      }
+      return ms;
+    };
+    const pool = await sample(poolFactory, () => poolFactory.refill());
     // empty the pool so that the next clones are spawned on request
     for (let i = 0; i < opts.poolSize; i++) await destroyVm(store, await poolFactory.getVm({}));
-    const spawn: number[] = [];
-    for (let i = 0; i < opts.growthSamples; i++) {
-      const t0 = performance.now();
-      const vm = await spawnFactory.getVm({});
-      spawn.push(performance.now() - t0);
-      await destroyVm(store, vm);
-    }
+    const spawn = await sample(spawnFactory, () => Promise.resolve());
     await poolFactory.refill();
     levels.push({ running: level, idleCpu: idle, pool: stats(pool), spawn: stats(spawn) });
     run.say(
