@@ -239,9 +239,14 @@ export async function connectQmp(
     try {
       return await QmpClient.connect(socketPath, { ...options, timeoutMs: left });
     } catch (error) {
-      if (exited()) throw await qemuExitedError(process!, logFile);
       const retry = error instanceof Deno.errors.NotFound ||
         error instanceof Deno.errors.ConnectionRefused;
+      if (exited()) throw await qemuExitedError(process!, logFile);
+      // a QEMU that fails after creating its socket closes the connection while it is still
+      // exiting: give it a moment to vanish so the error names QEMU's own message
+      if (!retry && process && await waitForExit(process, 1000)) {
+        throw await qemuExitedError(process, logFile);
+      }
       if (!retry) throw error;
     }
     await sleep(options.retryMs ?? 5);
