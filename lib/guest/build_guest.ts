@@ -14,10 +14,22 @@ import { AGENT_PATH, initScript } from "./init_script.ts";
 import { availableModules, moduleName, resolveModules } from "./module_deps.ts";
 
 /** Bump when the image layout changes, so cached images are rebuilt. */
-const BUILDER_VERSION = 2;
+const BUILDER_VERSION = 3;
 const BUSYBOX = "/bin/busybox";
-/** virtio_console and the PCI transport (the console does not depend on it) */
-const GUEST_MODULES = ["virtio_pci", "virtio_console"];
+/**
+ * virtio_console and the PCI transport (the console does not depend on it); the disk, network and
+ * filesystems a workload's image and NIC need (hot-plugged after a clone resumes: loaded at the
+ * template's boot, so no clone pays for loading them).
+ */
+const GUEST_MODULES = [
+  "virtio_pci",
+  "virtio_console",
+  "virtio_blk",
+  "virtio_net",
+  "crc32c_generic", // libcrc32c (erofs) needs a crc32c implementation: a soft dependency
+  "erofs",
+  "overlay",
+];
 /**
  * Loaded when the kernel has them (a kernel without them still boots the guest): vmgenid (Linux
  * 5.18+) reseeds the guest's CRNG as soon as a clone's VM generation ID differs from the
