@@ -76,6 +76,21 @@ export function executableOf(pid: number): string | undefined {
   }
 }
 
+/**
+ * The file name a process runs: its executable's base name when `/proc/PID/exe` may be read, else
+ * (another user's process without CAP_SYS_PTRACE) its command name from `/proc/PID/comm`,
+ * which the kernel cuts at 15 bytes; undefined when the process is gone.
+ */
+export function programNameOf(pid: number): string | undefined {
+  const exe = executableOf(pid);
+  if (exe !== undefined) return exe.slice(exe.lastIndexOf("/") + 1);
+  try {
+    return Deno.readTextFileSync(`/proc/${pid}/comm`).replace(/\n$/, "");
+  } catch {
+    return undefined;
+  }
+}
+
 /** Sends `sig` to `p` if it still runs; false when it does not (nothing is signalled then). */
 export function signalProcess(p: ProcessIdentity, sig: Deno.Signal): boolean {
   if (!isAlive(p)) return false;

@@ -4,6 +4,7 @@ import {
   isAlive,
   parseIdentity,
   processesWhere,
+  programNameOf,
   processStartTime,
   sameProcess,
   selfIdentity,
@@ -67,4 +68,9 @@ Deno.test("signals reach only the named process; a zombie counts as dead", async
     } catch { /* gone */ }
     await child.status;
   }
+});
+
+Deno.test("a program's name comes from its executable, and is undefined once it is gone", () => {
+  assert.equal(programNameOf(Deno.pid), "deno");
+  assert.equal(programNameOf(0x3fffffff), undefined);
 });

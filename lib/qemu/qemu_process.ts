@@ -16,10 +16,10 @@ import { pollUntil, sleep } from "../poll_until.ts";
 import { QEMU_PACKAGE } from "../config/builtin_default.ts";
 import { errorMessage, UsageError, VmfactoryError } from "../errors.ts";
 import {
-  executableOf,
   identify,
   isAlive,
   parseIdentity,
+  programNameOf,
   type ProcessIdentity,
   signalProcess,
   waitForExit,
@@ -285,8 +285,8 @@ export async function stopQemu(
  */
 function isQemu(p: ProcessIdentity): boolean {
   if (!isAlive(p)) return false;
-  const exe = executableOf(p.pid);
-  return exe !== undefined && /^qemu-system-/.test(exe.slice(exe.lastIndexOf("/") + 1));
+  // comm when exe cannot be read (a QEMU of another user, a daemon without CAP_SYS_PTRACE)
+  return /^qemu-system-/.test(programNameOf(p.pid) ?? "");
 }
 
 async function endQemu(handle: QemuHandle, options: { graceMs?: number }): Promise<void> {
