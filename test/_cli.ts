@@ -18,7 +18,7 @@ export async function runCli(args: string[], env: Record<string, string> = {}): 
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", `${ROOT}cmd/main.ts`, ...args],
     cwd: ROOT,
-    env: { NO_COLOR: "1", KATA_CONF_FILE: "", ...env },
+    env: { NO_COLOR: "1", KATA_CONF_FILE: "", VMFACTORY_SOCKET: "", ...env },
     stdout: "piped",
     stderr: "piped",
   }).output();

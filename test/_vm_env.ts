@@ -129,7 +129,7 @@ export async function vmEnv(initial: Partial<ConfigValues> = {}): Promise<VmEnv>
         : [...args.slice(0, dashes), ...config, ...args.slice(dashes)];
       const out = await new Deno.Command(Deno.execPath(), {
         args: ["run", "-A", `${ROOT}cmd/main.ts`, ...withConfig],
-        env: { NO_COLOR: "1" },
+        env: { NO_COLOR: "1", VMFACTORY_SOCKET: "" }, // never some daemon of the developer's
         stdout: "piped",
         stderr: "piped",
       }).output();
