@@ -50,10 +50,12 @@ export const AGENT_CFLAGS: readonly string[] = [
  * The kernel command line the guest is made for. Under TCG, `tsc=reliable no_timer_check`
  * (no TSC watchdog / timer check) and `cryptomgr.notests` (no crypto self-tests) cut the
  * kernel's part of a cold boot from ~2.2-4.0 s to ~1.6-1.9 s; i8042/8250 options and
- * `mitigations=off` made no measurable difference and were left out.
+ * `mitigations=off` made no measurable difference and were left out. `acpi=noirq` (virtio devices
+ * use MSI-X, not ACPI's interrupt routing) cuts the time a hot-plugged disk or NIC takes to appear
+ * in the guest under TCG from p50 562-657 ms to 144-194 ms.
  */
 export const GUEST_APPEND =
-  "console=ttyS0 quiet panic=-1 tsc=reliable no_timer_check cryptomgr.notests";
+  "console=ttyS0 quiet panic=-1 tsc=reliable no_timer_check cryptomgr.notests acpi=noirq";
 
 /** A built guest; the files stay valid as long as the cache directory is not deleted. */
 export interface GuestImage {
