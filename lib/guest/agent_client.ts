@@ -5,36 +5,76 @@
  * until the first closes.
  *
  * The guest is not trusted, so everything it sends is bounded: a frame's payload (1 MiB), the
- * output one exec gathers ({@link DEFAULT_OUTPUT_LIMIT} unless asked otherwise), the calls in
- * flight, and the time of every call (a deadline of its own, or, for a command without a
- * timeout, pings that must be answered). Whatever it sends that is malformed fails the call it
- * answers with an {@link AgentError}; answers to ids nobody waits for are dropped.
+ * output one exec gathers ({@link DEFAULT_OUTPUT_LIMIT} unless asked otherwise), the output one
+ * exec may have sent and its callbacks not yet consumed ({@link OUTPUT_WINDOW}: the agent gets
+ * credit as they finish), the calls in flight, and the time of every call (a deadline of its own,
+ * or, for a command without a timeout, pings that must be answered). Whatever it sends that is
+ * malformed fails the call it answers with an {@link AgentError}; answers to ids nobody waits for
+ * are dropped.
  * @module
  */
 import { errorMessage } from "../errors.ts";
 import { sleep } from "../poll_until.ts";
 import { type CheapTimer, cheapTimer, withTimeout } from "../cheap_timer.ts";
 import { AgentError, type AgentErrorCode } from "./agent_error.ts";
-import { type Decoded, encodeRequest, type Frame, FrameDecoder, Op, Reply } from "./agent_frame.ts";
+import {
+  type Decoded,
+  encodeRequest,
+  FLAG_NEW_SESSION,
+  type Frame,
+  FrameDecoder,
+  MAX_PAYLOAD,
+  Op,
+  Reply,
+} from "./agent_frame.ts";
 import {
   type AgentInfo,
+  decodeConfiguredNet,
   decodeExit,
   decodeHotplugged,
   decodeInfo,
+  decodeMountedImage,
   decodePersonalized,
+  decodeStdinAck,
+  encodeConfigureNet,
+  encodeCredit,
   encodeExec,
+  encodeMountImage,
   encodePersonalize,
+  encodeStdin,
+  encodeUnmountImage,
   type ExecCommand,
   type ExecExit,
+  FRAME_COST,
+  type NetConfig,
   PayloadError,
   type Personalization,
   type Personalized,
+  STDIN_WINDOW,
+  type StdinAck,
 } from "./agent_payload.ts";
 
-export type { AgentInfo, ExecCommand, Personalization, Personalized } from "./agent_payload.ts";
+export type {
+  AgentInfo,
+  ExecCommand,
+  NetConfig,
+  Personalization,
+  Personalized,
+} from "./agent_payload.ts";
 
 /** Output an exec keeps by default, stdout and stderr together (64 MiB). */
 export const DEFAULT_OUTPUT_LIMIT = 64 << 20;
+/**
+ * Output credit of one exec (1 MiB): what the agent may send before the callbacks consumed it
+ * (each frame counts its payload plus {@link FRAME_COST}); the client returns credit as they do.
+ */
+export const OUTPUT_WINDOW = 1 << 20;
+/** Default of {@link DeviceWaitOptions.waitMs}. */
+export const DEFAULT_DEVICE_WAIT_MS = 5_000;
+/** Default of {@link MountImageOptions.writableBytes} (64 MiB). */
+export const DEFAULT_WRITABLE_BYTES = 64 << 20;
+/** Largest stdin chunk in one frame. */
+const STDIN_CHUNK = 64 * 1024;
 /** Default of {@link ConnectOptions.timeoutMs}. */
 const DEFAULT_TIMEOUT_MS = 10_000;
 /** Default of {@link ConnectOptions.maxInFlight}. */
@@ -60,10 +100,41 @@ export interface CallOptions {
   timeoutMs?: number;
 }
 
+/** What {@link ExecOptions.stdin} may be. */
+export type ExecStdin =
+  | Uint8Array
+  | string
+  | ReadableStream<Uint8Array>
+  | AsyncIterable<Uint8Array>;
+
 /** Options of {@link AgentClient.exec}. */
 export interface ExecOptions {
-  /** Bytes (or UTF-8 text) fed to the command's stdin; it gets /dev/null otherwise. */
-  stdin?: Uint8Array | string;
+  /**
+   * The command's stdin (it gets /dev/null otherwise): bytes or UTF-8 text (sent with the
+   * request up to {@link STDIN_WINDOW} bytes, streamed beyond), or a stream of chunks, sent as
+   * the agent writes them to the command (at most {@link STDIN_WINDOW} bytes ahead); its end is
+   * the command's EOF. When the command closes its stdin or exits first, the stream is cancelled.
+   * A stream that fails fails the exec (code "request") and kills the command.
+   */
+  stdin?: ExecStdin;
+  /**
+   * The command's whole environment, "NAME=value" each (default: the agent's: PATH and HOME).
+   * Nothing is merged in.
+   */
+  env?: readonly string[];
+  /** Working directory: absolute, inside `root` when given (default: `/`). */
+  cwd?: string;
+  /**
+   * Run as "name", "uid", "name:group" or "uid:gid" (default: root), looked up in the guest in
+   * `/etc/passwd` and `/etc/group` (of `root` when given): a name must be there (else the exec
+   * fails, code "remote"), a uid without a line gets gid 0. Supplementary groups are dropped.
+   */
+  user?: string;
+  /**
+   * A folder of the guest the command is chrooted into before anything else (e.g. what
+   * {@link AgentClient.mountImage} returns): it is the command's `/`.
+   */
+  root?: string;
   /**
    * Kill the command's process group after this long (default 60 000 ms). 0 = never: the call
    * then has no deadline, and the client pings the agent to tell a long command from a dead guest.
@@ -80,10 +151,34 @@ export interface ExecOptions {
    * callbacks see it, and memory stays flat whatever the limit.
    */
   collect?: boolean;
-  /** Called with each stdout chunk as it arrives. */
-  onStdout?: (chunk: Uint8Array) => void;
-  /** Called with each stderr chunk as it arrives. */
-  onStderr?: (chunk: Uint8Array) => void;
+  /**
+   * Called with each stdout chunk, in order with the stderr ones. When it returns a promise, the
+   * next chunk waits for it, and the command is stalled (its pipes are no longer read) once
+   * {@link OUTPUT_WINDOW} is not yet consumed. A callback that throws or rejects fails the exec
+   * (code "request") and kills the command.
+   */
+  onStdout?: (chunk: Uint8Array) => unknown;
+  /** Called with each stderr chunk, like `onStdout`. */
+  onStderr?: (chunk: Uint8Array) => unknown;
+}
+
+/** How long the guest waits for a hot-plugged device. */
+export interface DeviceWaitOptions extends CallOptions {
+  /**
+   * Wait this long for the device to appear (default {@link DEFAULT_DEVICE_WAIT_MS}, at most
+   * 600 000); the call's own deadline is this plus the connection's `timeoutMs` unless
+   * `timeoutMs` says otherwise.
+   */
+  waitMs?: number;
+}
+
+/** Options of {@link AgentClient.mountImage}. */
+export interface MountImageOptions extends DeviceWaitOptions {
+  /**
+   * Size cap of the image's writable layer, a tmpfs (default {@link DEFAULT_WRITABLE_BYTES}, 1 MiB
+   * to 1 TiB); the image's /tmp gets the same cap.
+   */
+  writableBytes?: number;
 }
 
 /** What {@link AgentClient.exec} returns. */
@@ -100,8 +195,8 @@ interface Pending {
   ends: number;
   resolve: (payload: Uint8Array) => void;
   reject: (error: AgentError) => void;
-  /** Output of an exec. */
-  onChunk?: (frame: Frame) => void;
+  /** An exec's other frames: output and stdin acknowledgements. Throws to fail the call. */
+  onFrame?: (frame: Frame) => void;
   timer?: CheapTimer;
 }
 
@@ -110,7 +205,15 @@ interface CallSpec<T> {
   /** Deadline (default: the connection's); an exec's 0 = none of its own, pings watch the agent. */
   timeoutMs?: number;
   decode: (payload: Uint8Array) => T;
-  onChunk?: (frame: Frame) => void;
+  onFrame?: (frame: Frame) => void;
+}
+
+/** A request waiting to be written; `always`: even when its call ended (a cancel). */
+interface Outgoing {
+  op: number;
+  id: number;
+  payload?: Uint8Array;
+  always?: boolean;
 }
 
 const encoder = new TextEncoder();
@@ -138,8 +241,10 @@ export class AgentClient {
   #decoder = new FrameDecoder();
   #pending = new Map<number, Pending>();
   #nextId = crypto.getRandomValues(new Uint32Array(1))[0];
-  #outbox: { id: number; bytes: Uint8Array }[] = [];
+  #outbox: Outgoing[] = [];
   #writing = false;
+  /** No request was written yet: the next one says it starts a new session. */
+  #fresh = true;
   #closed = false;
   /** Calls without a deadline of their own (commands without timeout), watched by pings. */
   #open = 0;
@@ -197,39 +302,55 @@ export class AgentClient {
 
   /**
    * Runs a command in the guest (in its own session and process group) and collects its output,
-   * streaming chunks to `onStdout` / `onStderr`. A non-zero exit is a result, not an error. The
-   * call's deadline is the command's timeout plus the connection's `timeoutMs`.
+   * streaming chunks to `onStdout` / `onStderr`; optionally in another root, as another user,
+   * with its own environment and working directory, with stdin streamed. A non-zero exit is a
+   * result, not an error; a command that cannot start (no such program, user or cwd) fails with
+   * code "remote" saying why. The call's deadline is the command's timeout plus the
+   * connection's `timeoutMs`; when the call fails for any reason the command is killed.
    */
   async exec(command: ExecCommand, opts: ExecOptions = {}): Promise<ExecResult> {
     const action = "run a command in the guest";
-    const stdin = typeof opts.stdin === "string" ? encoder.encode(opts.stdin) : opts.stdin;
+    const { inline, source } = stdinOf(opts.stdin, action);
     const timeoutMs = opts.timeoutMs ?? 60_000;
     const limit = opts.outputLimit ?? DEFAULT_OUTPUT_LIMIT;
-    const payload = encodeOr(
-      action,
-      () => encodeExec(command, { stdin, timeoutMs, outputLimit: limit }),
-    );
-    const stdout: Uint8Array[] = [], stderr: Uint8Array[] = [];
-    let received = 0, truncated = false;
-    const exit = await this.#call(Op.exec, action, {
+    const payload = encodeOr(action, () =>
+      encodeExec(command, {
+        stdin: inline,
+        stdinStream: source !== undefined,
+        env: opts.env,
+        cwd: opts.cwd,
+        user: opts.user,
+        root: opts.root,
+        timeoutMs,
+        outputLimit: limit,
+        outputWindow: OUTPUT_WINDOW,
+      }));
+    let id = -1;
+    const streams = new ExecStreams(action, opts, limit, {
+      send: (op, bytes) => this.#queue({ op, id, payload: bytes }),
+      fail: (error) => this.#failCall(id, error),
+    });
+    let ended = false; // the agent said the command ended (its exit, or an error)
+    const call = this.#call(Op.exec, action, {
       payload,
       timeoutMs: timeoutMs > 0 ? timeoutMs + this.#timeoutMs : 0,
-      decode: decodeExit,
-      onChunk: (frame) => {
-        let chunk = frame.payload;
-        if (received + chunk.length > limit) {
-          chunk = chunk.subarray(0, limit - received); // the guest sent more than it may
-          truncated = true;
-        }
-        received += chunk.length;
-        if (chunk.length === 0) return;
-        const out = frame.type === Reply.stdout;
-        if (opts.collect ?? true) (out ? stdout : stderr).push(chunk);
-        (out ? opts.onStdout : opts.onStderr)?.(chunk);
-      },
-    });
-    const result = { ...exit, stdout: concat(stdout), stderr: concat(stderr) };
-    return truncated ? { ...result, truncated } : result;
+      decode: (exit) => (ended = true, decodeExit(exit)),
+      onFrame: (frame) => streams.frame(frame),
+    }, (callId) => id = callId);
+    if (source && id >= 0) streams.pump(source);
+    let exit: ExecExit;
+    try {
+      exit = await call;
+      streams.stop();
+      await streams.consumed();
+    } catch (error) {
+      streams.stop({ failed: true });
+      ended ||= error instanceof AgentError && error.code === "remote";
+      if (id >= 0 && !ended) this.#queue({ op: Op.cancel, id, always: true });
+      throw error;
+    }
+    const result = { ...exit, stdout: concat(streams.stdout), stderr: concat(streams.stderr) };
+    return streams.truncated ? { ...result, truncated: true } : result;
   }
 
   /**
@@ -265,32 +386,93 @@ export class AgentClient {
     });
   }
 
+  /**
+   * Mounts the erofs image on the hot-plugged virtio disk whose serial is `serial` (1 to 20 of
+   * A-Z a-z 0-9 _ -): the guest waits for the disk (`waitMs`), mounts it read-only at
+   * `/run/vmf/<name>/lower`, a tmpfs of `writableBytes` at `rw` and the overlay of the two at
+   * `root`, with proc, sysfs, devtmpfs and a tmpfs /tmp in it, and /etc/resolv.conf and /etc/hosts
+   * regular files there (writable: a symbolic link is replaced, a missing file created). `name`:
+   * 1 to 64 of A-Z a-z 0-9 _ -, not in use. Resolves to the root, for {@link ExecOptions.root}.
+   * May be called once the agent answers; the disk may be hot-plugged before or after.
+   */
+  async mountImage(serial: string, name: string, opts: MountImageOptions = {}): Promise<string> {
+    const action = "mount an image in the guest";
+    const waitMs = opts.waitMs ?? DEFAULT_DEVICE_WAIT_MS;
+    const payload = encodeOr(action, () =>
+      encodeMountImage({
+        serial,
+        name,
+        writableBytes: opts.writableBytes ?? DEFAULT_WRITABLE_BYTES,
+        waitMs,
+      }));
+    const mounted = await this.#call(Op.mountImage, action, {
+      payload,
+      timeoutMs: opts.timeoutMs ?? waitMs + this.#timeoutMs,
+      decode: decodeMountedImage,
+    });
+    if (mounted.root !== `/run/vmf/${name}/root`) {
+      throw new AgentError(action, `the guest mounted ${mounted.root}, not ${name}`, "protocol");
+    }
+    return mounted.root;
+  }
+
+  /**
+   * Unmounts what {@link mountImage} mounted as `name` (lazily: commands still running in it
+   * keep their files) and removes its folders. Fails with code "remote" when nothing is mounted
+   * as `name`. The disk may be unplugged afterwards.
+   */
+  async unmountImage(name: string, opts: CallOptions = {}): Promise<void> {
+    const action = "unmount an image in the guest";
+    const payload = encodeOr(action, () => encodeUnmountImage(name));
+    await this.#call(Op.unmountImage, action, { ...opts, payload, decode: () => undefined });
+  }
+
+  /**
+   * Configures the hot-plugged NIC whose MAC is `net.mac`: the guest waits for it (`waitMs`),
+   * brings lo and it up with the address, replaces the default route (when a gateway is given)
+   * and writes /etc/resolv.conf (when DNS servers are given) in the guest and in `net.image`'s
+   * root. Resolves to the interface's name (e.g. "eth0").
+   */
+  async configureNet(net: NetConfig, opts: DeviceWaitOptions = {}): Promise<string> {
+    const action = "configure a network interface in the guest";
+    const waitMs = opts.waitMs ?? DEFAULT_DEVICE_WAIT_MS;
+    const payload = encodeOr(action, () => encodeConfigureNet(net, waitMs));
+    return await this.#call(Op.configureNet, action, {
+      payload,
+      timeoutMs: opts.timeoutMs ?? waitMs + this.#timeoutMs,
+      decode: decodeConfiguredNet,
+    });
+  }
+
   /** Closes the connection; pending calls fail with code "closed". Safe to call twice. */
   close(): void {
     this.#fail("the connection was closed", "closed");
   }
 
-  #call<T>(op: number, action: string, spec: CallSpec<T>): Promise<T> {
+  /** Sends a call; `started` learns its id once it is sent. */
+  #call<T>(
+    op: number,
+    action: string,
+    spec: CallSpec<T>,
+    started?: (id: number) => void,
+  ): Promise<T> {
     const fail = (detail: string, code: AgentErrorCode) =>
       Promise.reject(new AgentError(action, detail, code));
     if (this.#closed) return fail("the connection is closed", "closed");
     if (this.#pending.size >= this.#maxInFlight) {
       return fail(`${this.#pending.size} calls already wait for the agent`, "busy");
     }
-    const id = this.#newId();
-    let bytes: Uint8Array;
-    try {
-      bytes = encodeRequest(op, id, spec.payload);
-    } catch {
+    if ((spec.payload?.length ?? 0) > MAX_PAYLOAD) {
       return fail(`request of ${spec.payload?.length} bytes exceeds 1 MiB`, "request");
     }
+    const id = this.#newId();
     // only an exec without timeout goes without a deadline of its own
-    const open = spec.onChunk !== undefined && spec.timeoutMs === 0;
+    const open = spec.onFrame !== undefined && spec.timeoutMs === 0;
     const timeoutMs = open ? 0 : positive(spec.timeoutMs) ?? this.#timeoutMs;
     return new Promise<T>((resolve, reject) => {
       const pending: Pending = {
         action,
-        ends: spec.onChunk ? Reply.exit : Reply.result,
+        ends: spec.onFrame ? Reply.exit : Reply.result,
         resolve: (payload) => {
           try {
             resolve(spec.decode(payload));
@@ -302,12 +484,12 @@ export class AgentClient {
           }
         },
         reject,
-        onChunk: spec.onChunk,
+        onFrame: spec.onFrame,
       };
       if (timeoutMs > 0) {
         pending.timer = cheapTimer(timeoutMs, () => {
           this.#end(id, pending);
-          this.#outbox = this.#outbox.filter((entry) => entry.id !== id);
+          this.#outbox = this.#outbox.filter((entry) => entry.id !== id || entry.always);
           reject(new AgentError(action, `no answer within ${timeoutMs} ms`, "timeout"));
         });
       } else {
@@ -315,9 +497,24 @@ export class AgentClient {
         this.#watchAgent();
       }
       this.#pending.set(id, pending);
-      this.#outbox.push({ id, bytes });
-      if (!this.#writing) this.#drain();
+      started?.(id);
+      this.#queue({ op, id, payload: spec.payload });
     });
+  }
+
+  /** Fails a pending call from outside (an exec's callback or stdin stream failed). */
+  #failCall(id: number, error: AgentError): void {
+    const pending = this.#pending.get(id);
+    if (!pending) return;
+    this.#end(id, pending);
+    pending.reject(error);
+  }
+
+  /** Queues a request and starts writing. */
+  #queue(entry: Outgoing): void {
+    if (this.#closed) return;
+    this.#outbox.push(entry);
+    if (!this.#writing) this.#drain();
   }
 
   /** The next request id no pending call uses. */
@@ -326,14 +523,24 @@ export class AgentClient {
     return this.#nextId;
   }
 
-  /** Writes queued requests in order; a call that timed out before its turn is not sent. */
+  /**
+   * Writes queued requests in order; one whose call ended before its turn (it timed out, or the
+   * exec it streams to ended) is not sent. The first one written starts a new session.
+   */
   async #drain(): Promise<void> {
     this.#writing = true;
     try {
       for (let entry; (entry = this.#outbox.shift()) && !this.#closed;) {
-        if (!this.#pending.has(entry.id)) continue;
-        for (let off = 0; off < entry.bytes.length && !this.#closed;) {
-          off += await this.#conn.write(entry.bytes.subarray(off));
+        if (!entry.always && !this.#pending.has(entry.id)) continue;
+        const bytes = encodeRequest(
+          entry.op,
+          entry.id,
+          entry.payload,
+          this.#fresh ? FLAG_NEW_SESSION : 0,
+        );
+        this.#fresh = false;
+        for (let off = 0; off < bytes.length && !this.#closed;) {
+          off += await this.#conn.write(bytes.subarray(off));
         }
       }
     } catch (error) {
@@ -371,11 +578,17 @@ export class AgentClient {
       return reject(`answer of ${item.length} bytes exceeds 1 MiB`, "protocol");
     }
     const { type, payload } = item.frame;
-    if (pending.onChunk && (type === Reply.stdout || type === Reply.stderr)) {
+    const streamed = type === Reply.stdout || type === Reply.stderr || type === Reply.stdinAck;
+    if (pending.onFrame && streamed) {
       try {
-        pending.onChunk(item.frame);
+        pending.onFrame(item.frame);
       } catch (error) {
-        reject(`an output callback failed: ${errorMessage(error)}`, "request", error);
+        this.#end(id, pending);
+        pending.reject(
+          error instanceof AgentError
+            ? error
+            : new AgentError(action, errorMessage(error), "protocol", { cause: error }),
+        );
       }
     } else if (type === Reply.error) {
       reject(`the agent answered: ${printable(payload)}`, "remote");
@@ -502,6 +715,240 @@ export async function waitForAgent(
     }`,
     "timeout",
     { cause: lastError },
+  );
+}
+
+/** What an exec's streams need from its call. */
+interface ExecLink {
+  /** Queues a stdin or credit request of the exec (not sent once the call ended). */
+  send(op: number, payload: Uint8Array): void;
+  /** Fails the call. */
+  fail(error: AgentError): void;
+}
+
+/**
+ * The streams of one running exec. Output goes to its callbacks in order, one chunk at a time (a
+ * returned promise is awaited before the next), and credit goes back to the agent as they
+ * finish, so what was received and not yet consumed stays within {@link OUTPUT_WINDOW}. Stdin
+ * goes out within {@link STDIN_WINDOW} bytes the agent has not acknowledged.
+ */
+class ExecStreams {
+  /** Output gathered for the result (`collect`). */
+  readonly stdout: Uint8Array[] = [];
+  readonly stderr: Uint8Array[] = [];
+  /** Output beyond the limit was dropped here. */
+  truncated = false;
+  #action: string;
+  #opts: ExecOptions;
+  #limit: number;
+  #link: ExecLink;
+  #kept = 0; // output bytes within the limit
+  #received = 0; // credit the agent spent: output bytes + FRAME_COST a frame
+  #allowed = OUTPUT_WINDOW; // credit it got: the window + what was returned
+  #consumed = 0; // credit of the output the callbacks finished
+  #queue: Frame[] = [];
+  #busy = false; // a callback's promise is pending
+  #idle?: PromiseWithResolvers<void>;
+  #failure?: AgentError;
+  #stopped = false;
+  #streaming = false;
+  #stdinStopped = false;
+  #stdinSent = 0;
+  #stdinAcked = 0;
+  #room?: PromiseWithResolvers<void>;
+  #source?: AsyncIterator<Uint8Array>;
+
+  constructor(action: string, opts: ExecOptions, limit: number, link: ExecLink) {
+    this.#action = action;
+    this.#opts = opts;
+    this.#limit = limit;
+    this.#link = link;
+  }
+
+  /** A frame of the exec before its exit; throws an AgentError when it breaks the protocol. */
+  frame(frame: Frame): void {
+    if (frame.type === Reply.stdinAck) return this.#ack(frame.payload);
+    this.#received += frame.payload.length + FRAME_COST;
+    if (this.#received > this.#allowed) {
+      throw new AgentError(
+        this.#action,
+        `the agent sent output beyond its credit (${this.#received} of ${this.#allowed} bytes)`,
+        "protocol",
+      );
+    }
+    if (this.#failure || this.#stopped) return;
+    this.#queue.push(frame);
+    if (!this.#busy) this.#deliver();
+  }
+
+  /** Resolves once the callbacks finished every chunk; rejects when one failed. */
+  consumed(): Promise<void> {
+    if (this.#failure) return Promise.reject(this.#failure);
+    if (!this.#busy && this.#queue.length === 0) return Promise.resolve();
+    this.#idle ??= Promise.withResolvers();
+    return this.#idle.promise;
+  }
+
+  /** Sends `source` as the command's stdin, then its end; a source that fails fails the exec. */
+  async pump(source: AsyncIterable<Uint8Array>): Promise<void> {
+    this.#streaming = true;
+    try {
+      const it = this.#source = source[Symbol.asyncIterator]();
+      for (let next; !this.#stdinStopped && !(next = await it.next()).done;) {
+        const chunk: unknown = next.value;
+        if (!(chunk instanceof Uint8Array)) {
+          throw new TypeError(`it yielded a ${typeof chunk}, not a Uint8Array`);
+        }
+        for (let at = 0; at < chunk.length && !this.#stdinStopped;) {
+          const room = STDIN_WINDOW - (this.#stdinSent - this.#stdinAcked);
+          if (room <= 0) {
+            this.#room = Promise.withResolvers();
+            await this.#room.promise;
+            continue;
+          }
+          const n = Math.min(room, STDIN_CHUNK, chunk.length - at);
+          this.#link.send(Op.stdin, encodeStdin(chunk.subarray(at, at + n), false));
+          this.#stdinSent += n;
+          at += n;
+        }
+      }
+      if (!this.#stdinStopped) this.#link.send(Op.stdin, encodeStdin(new Uint8Array(), true));
+    } catch (error) {
+      if (this.#stdinStopped) return;
+      this.#link.fail(
+        new AgentError(this.#action, `the stdin stream failed: ${errorMessage(error)}`, "request", {
+          cause: error,
+        }),
+      );
+    }
+  }
+
+  /**
+   * The call ended: no more stdin or credit; an unfinished stdin stream is cancelled. When it
+   * failed, output not yet handed to the callbacks is dropped.
+   */
+  stop(opts: { failed?: boolean } = {}): void {
+    this.#stopped = true;
+    if (opts.failed) this.#queue = [];
+    this.#stopStdin();
+  }
+
+  #stopStdin(): void {
+    if (this.#stdinStopped) return;
+    this.#stdinStopped = true;
+    this.#room?.resolve();
+    const source = this.#source;
+    if (source?.return) Promise.resolve().then(() => source.return!()).catch(() => {});
+  }
+
+  #ack(payload: Uint8Array): void {
+    let ack: StdinAck;
+    try {
+      ack = decodeStdinAck(payload);
+    } catch (error) {
+      const detail = error instanceof PayloadError ? error.detail : errorMessage(error);
+      throw new AgentError(this.#action, `malformed answer: ${detail}`, "protocol", {
+        cause: error,
+      });
+    }
+    const acked = this.#stdinAcked + ack.bytes;
+    if (!this.#streaming || acked > this.#stdinSent) {
+      throw new AgentError(
+        this.#action,
+        `the agent acknowledged ${acked} bytes of stdin, ${this.#stdinSent} were sent`,
+        "protocol",
+      );
+    }
+    this.#stdinAcked = acked;
+    if (ack.closed) this.#stopStdin();
+    this.#room?.resolve();
+  }
+
+  #deliver(): void {
+    for (let frame; !this.#failure && (frame = this.#queue.shift());) {
+      let done: unknown;
+      try {
+        done = this.#hand(frame);
+      } catch (error) {
+        return this.#callbackFailed(error);
+      }
+      const cost = frame.payload.length + FRAME_COST;
+      if (typeof (done as PromiseLike<unknown> | undefined)?.then === "function") {
+        this.#busy = true;
+        (done as PromiseLike<unknown>).then(() => {
+          this.#busy = false;
+          this.#credit(cost);
+          this.#deliver();
+        }, (error) => this.#callbackFailed(error));
+        return;
+      }
+      this.#credit(cost);
+    }
+    if (!this.#failure) this.#idle?.resolve();
+  }
+
+  /** Cuts a chunk to the limit, gathers it, and hands it to its callback. */
+  #hand(frame: Frame): unknown {
+    let chunk = frame.payload;
+    if (this.#kept + chunk.length > this.#limit) {
+      chunk = chunk.subarray(0, this.#limit - this.#kept); // the guest sent more than it may
+      this.truncated = true;
+    }
+    this.#kept += chunk.length;
+    if (chunk.length === 0) return;
+    const out = frame.type === Reply.stdout;
+    if (this.#opts.collect ?? true) (out ? this.stdout : this.stderr).push(chunk);
+    return (out ? this.#opts.onStdout : this.#opts.onStderr)?.(chunk);
+  }
+
+  /** Returns the credit of what the callbacks finished, a quarter window at a time. */
+  #credit(cost: number): void {
+    this.#consumed += cost;
+    const owed = this.#consumed - (this.#allowed - OUTPUT_WINDOW);
+    if (owed < OUTPUT_WINDOW / 4 || this.#stopped) return;
+    this.#allowed += owed;
+    this.#link.send(Op.credit, encodeCredit(owed));
+  }
+
+  #callbackFailed(error: unknown): void {
+    this.#failure = new AgentError(
+      this.#action,
+      `an output callback failed: ${errorMessage(error)}`,
+      "request",
+      { cause: error },
+    );
+    this.#queue = [];
+    this.#busy = false;
+    this.#idle?.reject(this.#failure);
+    this.#link.fail(this.#failure);
+  }
+}
+
+/** Splits {@link ExecOptions.stdin} into bytes sent with the request, or a stream to send. */
+function stdinOf(
+  stdin: ExecStdin | undefined,
+  action: string,
+): { inline?: Uint8Array; source?: AsyncIterable<Uint8Array> } {
+  if (stdin === undefined) return {};
+  const bytes = typeof stdin === "string"
+    ? encoder.encode(stdin)
+    : stdin instanceof Uint8Array
+    ? stdin
+    : undefined;
+  if (bytes) {
+    return bytes.length <= STDIN_WINDOW ? { inline: bytes } : {
+      source: (async function* () {
+        yield bytes;
+      })(),
+    };
+  }
+  if (typeof (stdin as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] === "function") {
+    return { source: stdin as AsyncIterable<Uint8Array> };
+  }
+  throw new AgentError(
+    action,
+    "stdin must be bytes, text, a ReadableStream or an async iterable of Uint8Array",
+    "request",
   );
 }
 

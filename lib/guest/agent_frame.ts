@@ -2,8 +2,10 @@
  * Framing of the guest agent protocol (the C agent in agent.c speaks the same).
  *
  * A frame is a 16-byte big-endian header: u32 magic "VMFA", u8 version (2), u8 type, u16 flags
- * (0), u32 request id, u32 payload length; then the payload (at most {@link MAX_PAYLOAD} bytes).
- * Requests carry an {@link Op}; every answer carries the request's id and a {@link Reply} type.
+ * (0, or {@link FLAG_NEW_SESSION} on a client's first request), u32 request id, u32 payload
+ * length; then the payload (at most {@link MAX_PAYLOAD} bytes). Requests carry an {@link Op};
+ * every answer carries the request's id and a {@link Reply} type. The stdin, credit and cancel
+ * requests of a running exec carry the exec's id and are not answered.
  *
  * Answers (guest to host) travel as plain frames ({@link encodeFrame}, {@link FrameDecoder}).
  * Requests (host to guest) travel COBS-encoded between two 0 bytes ({@link encodeRequest}): the
@@ -22,6 +24,11 @@ export const FRAME_VERSION = 2;
 export const HEADER_SIZE = 16;
 /** Largest payload either side accepts (1 MiB). */
 export const MAX_PAYLOAD = 1 << 20;
+/**
+ * Header flag of a client's first request: the agent then drops what earlier clients' commands
+ * still send, and kills those whose streamed stdin can no longer end.
+ */
+export const FLAG_NEW_SESSION = 1;
 
 /** Request types (host -> guest). */
 export const Op = {
@@ -30,6 +37,15 @@ export const Op = {
   exec: 3,
   personalize: 4,
   onlineHotplugged: 5,
+  /** A chunk of a streamed stdin (the exec's id; not answered). */
+  stdin: 6,
+  /** Output credit returned to a running exec (the exec's id; not answered). */
+  credit: 7,
+  /** The client gave up on an exec: kill it, drop the rest (the exec's id; not answered). */
+  cancel: 8,
+  mountImage: 9,
+  unmountImage: 10,
+  configureNet: 11,
 } as const;
 
 /** Answer types (guest -> host). */
@@ -38,6 +54,8 @@ export const Reply = {
   stdout: 0x81,
   stderr: 0x82,
   exit: 0x83,
+  /** Bytes of a streamed stdin written to the command (an exec's id). */
+  stdinAck: 0x84,
   error: 0xff,
 } as const;
 
@@ -46,6 +64,11 @@ export interface Frame {
   type: number;
   id: number;
   payload: Uint8Array;
+}
+
+/** A request as the agent reads it: a frame and its header flags. */
+export interface Request extends Frame {
+  flags: number;
 }
 
 /** What {@link FrameDecoder.push} yields: a frame, or a header announcing a too-large payload. */
@@ -58,6 +81,7 @@ export function encodeFrame(
   type: number,
   id: number,
   payload: Uint8Array = new Uint8Array(),
+  flags = 0,
 ): Uint8Array {
   if (payload.length > MAX_PAYLOAD) {
     throw new RangeError(`frame payload of ${payload.length} bytes exceeds ${MAX_PAYLOAD}`);
@@ -67,6 +91,7 @@ export function encodeFrame(
   view.setUint32(0, FRAME_MAGIC);
   view.setUint8(4, FRAME_VERSION);
   view.setUint8(5, type);
+  view.setUint16(6, flags);
   view.setUint32(8, id >>> 0);
   view.setUint32(12, payload.length);
   out.set(payload, HEADER_SIZE);
@@ -75,15 +100,16 @@ export function encodeFrame(
 
 /**
  * Encodes a request as the agent reads it: 0, the frame in COBS (every 0 byte removed, each run
- * of up to 254 other bytes preceded by its length + 1), 0. Throws a RangeError like
- * {@link encodeFrame}.
+ * of up to 254 other bytes preceded by its length + 1), 0. `flags`: 0 or
+ * {@link FLAG_NEW_SESSION}. Throws a RangeError like {@link encodeFrame}.
  */
 export function encodeRequest(
   op: number,
   id: number,
   payload: Uint8Array = new Uint8Array(),
+  flags = 0,
 ): Uint8Array {
-  const frame = encodeFrame(op, id, payload);
+  const frame = encodeFrame(op, id, payload, flags);
   const out = new Uint8Array(frame.length + Math.ceil(frame.length / 254) + 3);
   let code = 1, run = 1, at = 2; // out[0] = 0 starts it; out[code] is the open run's length byte
   for (const byte of frame) {
@@ -103,8 +129,9 @@ export function encodeRequest(
 
 /**
  * The agent's side of {@link encodeRequest}, for tests and fake agents: feed it bytes in any
- * split; it returns the frames of every complete segment and drops segments that do not decode
- * to one whole frame (or exceed the largest request).
+ * split (it copies what it keeps, so the caller may reuse its buffer); it returns the requests of
+ * every complete segment and drops segments that do not decode to one whole frame (or exceed the
+ * largest request).
  */
 export class RequestDecoder {
   #parts: Uint8Array[] = [];
@@ -112,13 +139,14 @@ export class RequestDecoder {
   #discard = false;
 
   /** Appends `chunk`; returns the requests it completed. */
-  push(chunk: Uint8Array): Frame[] {
-    const out: Frame[] = [];
+  push(chunk: Uint8Array): Request[] {
+    const out: Request[] = [];
     for (let at = 0; at < chunk.length;) {
       const zero = chunk.indexOf(0, at);
       const end = zero < 0 ? chunk.length : zero;
       if (!this.#discard && end > at) {
-        this.#parts.push(chunk.subarray(at, end));
+        // what is kept for a later call is copied: the caller may reuse its buffer
+        this.#parts.push(zero < 0 ? chunk.slice(at, end) : chunk.subarray(at, end));
         this.#size += end - at;
         if (this.#size > MAX_SEGMENT) [this.#parts, this.#size, this.#discard] = [[], 0, true];
       }
@@ -136,7 +164,7 @@ export class RequestDecoder {
 
 const MAX_SEGMENT = HEADER_SIZE + MAX_PAYLOAD + Math.ceil((HEADER_SIZE + MAX_PAYLOAD) / 254);
 
-function decodeSegment(segment: Uint8Array): Frame | null {
+function decodeSegment(segment: Uint8Array): Request | null {
   const bytes = new Uint8Array(segment.length);
   let n = 0;
   for (let at = 0; at < segment.length;) {
@@ -149,10 +177,11 @@ function decodeSegment(segment: Uint8Array): Frame | null {
   }
   if (n < HEADER_SIZE) return null;
   const view = new DataView(bytes.buffer);
+  const flags = view.getUint16(6);
   const ok = view.getUint32(0) === FRAME_MAGIC && bytes[4] === FRAME_VERSION &&
-    view.getUint16(6) === 0 && view.getUint32(12) === n - HEADER_SIZE;
+    (flags & ~FLAG_NEW_SESSION) === 0 && view.getUint32(12) === n - HEADER_SIZE;
   return ok
-    ? { type: bytes[5], id: view.getUint32(8), payload: bytes.slice(HEADER_SIZE, n) }
+    ? { type: bytes[5], id: view.getUint32(8), payload: bytes.slice(HEADER_SIZE, n), flags }
     : null;
 }
 

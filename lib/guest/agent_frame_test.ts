@@ -3,6 +3,7 @@ import {
   type Decoded,
   encodeFrame,
   encodeRequest,
+  FLAG_NEW_SESSION,
   FRAME_VERSION,
   FrameDecoder,
   HEADER_SIZE,
@@ -158,4 +159,31 @@ Deno.test("RequestDecoder: an unfinished request ends at the next request's 0", 
   // a cut that lands on a run boundary still decodes, to a frame shorter than its header says
   const cut = encodeRequest(Op.exec, 3, new Uint8Array(600).fill(1)).subarray(0, 1 + 255);
   assert.deepEqual(decoder.push(new Uint8Array([...cut, ...ping])).map((f) => f.id), [2]);
+});
+
+Deno.test("RequestDecoder: the new-session flag comes through, other flags are refused", () => {
+  const decoder = new RequestDecoder();
+  const got = decoder.push(
+    new Uint8Array([
+      ...encodeRequest(Op.ping, 1, new Uint8Array(), FLAG_NEW_SESSION),
+      ...encodeRequest(Op.ping, 2),
+      ...encodeRequest(Op.ping, 3, new Uint8Array(), 2),
+    ]),
+  );
+  assert.deepEqual(got.map((r) => [r.id, r.flags]), [[1, FLAG_NEW_SESSION], [2, 0]]);
+});
+
+Deno.test("RequestDecoder: a request split across reads of one reused buffer decodes whole", () => {
+  const payload = new Uint8Array(100_000).map((_, i) => 1 + (i % 250));
+  const wire = encodeRequest(Op.stdin, 9, payload);
+  const decoder = new RequestDecoder(), buf = new Uint8Array(4096);
+  const got = [];
+  for (let at = 0; at < wire.length; at += buf.length) {
+    const n = Math.min(buf.length, wire.length - at);
+    buf.set(wire.subarray(at, at + n));
+    got.push(...decoder.push(buf.subarray(0, n)));
+    buf.fill(0xee); // the caller reuses its buffer
+  }
+  assert.equal(got.length, 1);
+  assert.deepEqual(got[0].payload, payload);
 });

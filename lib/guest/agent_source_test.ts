@@ -1,5 +1,21 @@
 import assert from "node:assert/strict";
-import { FRAME_MAGIC, FRAME_VERSION, HEADER_SIZE, MAX_PAYLOAD, Op, Reply } from "./agent_frame.ts";
+import {
+  FLAG_NEW_SESSION,
+  FRAME_MAGIC,
+  FRAME_VERSION,
+  HEADER_SIZE,
+  MAX_PAYLOAD,
+  Op,
+  Reply,
+} from "./agent_frame.ts";
+import {
+  AckFlag,
+  ExecFlag,
+  FRAME_COST,
+  MAX_DEVICE_WAIT_MS,
+  STDIN_WINDOW,
+  StdinFlag,
+} from "./agent_payload.ts";
 import { AGENT_SOURCE } from "./agent_source.ts";
 import { AGENT_CFLAGS } from "./build_guest.ts";
 
@@ -25,7 +41,7 @@ Deno.test("agent.c compiles without a warning under the guest build's gcc flags"
   }
 });
 
-Deno.test("agent.c's frame constants, opcodes and reply types equal agent_frame.ts's", async () => {
+Deno.test("agent.c's frame and flow constants, opcodes, flags and reply types equal the host's", async () => {
   const snake = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase();
   const table = (ts: string, c: string, values: Record<string, number>) =>
     Object.entries(values).map(([k, v]): Named => [`${ts}.${k}`, `${c}_${snake(k)}`, v]);
@@ -34,8 +50,15 @@ Deno.test("agent.c's frame constants, opcodes and reply types equal agent_frame.
     ["FRAME_VERSION", "VERSION", FRAME_VERSION],
     ["HEADER_SIZE", "HDR", HEADER_SIZE],
     ["MAX_PAYLOAD", "MAX_PAYLOAD", MAX_PAYLOAD],
+    ["FLAG_NEW_SESSION", "FLAG_NEW_SESSION", FLAG_NEW_SESSION],
+    ["STDIN_WINDOW", "STDIN_WINDOW", STDIN_WINDOW],
+    ["FRAME_COST", "FRAME_COST", FRAME_COST],
+    ["MAX_DEVICE_WAIT_MS", "MAX_WAIT_MS", MAX_DEVICE_WAIT_MS],
     ...table("Op", "OP", Op),
     ...table("Reply", "R", Reply),
+    ...table("ExecFlag", "EXEC", ExecFlag),
+    ...table("StdinFlag", "STDIN", StdinFlag),
+    ...table("AckFlag", "ACK", AckFlag),
   ];
   // agent.c's own main() is renamed so that this program's main() prints the C values.
   const program = `#define main agent_main
