@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
 import type { CommandUnknownOpts } from "@commander-js/extra-typings";
-import { type FastOption, parseVmCreate, VM_CREATE_OPTIONS } from "./_fast_args.ts";
+import {
+  COMMANDER_ONLY_OPTIONS,
+  type FastOption,
+  parseVmCreate,
+  VM_CREATE_OPTIONS,
+} from "./_fast_args.ts";
 import { buildProgram } from "./program.ts";
 
 /** `vm create` as `program.ts` declares it, with its action replaced and its output silenced. */
@@ -33,14 +38,20 @@ Deno.test("parseVmCreate knows exactly the flags program.ts declares for vm crea
   const { create } = vmCreate(() => {});
   const declared: Record<string, { key: FastOption["key"]; value: string }> = {};
   for (const option of create.options) {
+    if (COMMANDER_ONLY_OPTIONS.includes(option.long!)) continue;
     assert.ok(!option.optional, `${option.flags}: the fast parser has no optional values`);
-    assert.ok(!option.negate, `${option.flags}: the fast parser has no --no-* flags`);
     assert.equal(
       option.defaultValue,
       undefined,
-      `${option.flags}: the fast parser sets no defaults`,
+      `${option.flags}: the fast parser sets no defaults (but a --no-* flag's true)`,
     );
-    const value = !option.required ? "none" : option.parseArg ? "checked" : "string";
+    const value = option.negate
+      ? "negate"
+      : !option.required
+      ? "none"
+      : option.parseArg
+      ? "checked"
+      : "string";
     const key = option.attributeName() as FastOption["key"];
     for (const flag of [option.long, option.short]) if (flag) declared[flag] = { key, value };
   }
@@ -54,18 +65,23 @@ Deno.test("parseVmCreate knows exactly the flags program.ts declares for vm crea
 
 Deno.test("parseVmCreate: the options vm create declares, nothing else", () => {
   const cases: [string[], unknown][] = [
-    [["vm", "create"], {}],
+    [["vm", "create"], { daemon: true }],
     [["vm", "create", "--json", "--cpus", "2", "--memory=512", "-c", "/x.toml"], {
       json: true,
       cpus: 2,
       memory: 512,
       config: "/x.toml",
+      daemon: true,
     }],
     [["vm", "create", "--hostname", "web1", "--strict", "--fallback"], {
       hostname: "web1",
       strict: true,
       fallback: true,
+      daemon: true,
     }],
+    [["vm", "create", "--no-daemon", "--json"], { daemon: false, json: true }],
+    [["vm", "create", "--image", "/rootfs"], undefined],
+    [["vm", "create", "--net", "-p", "8080:80"], undefined],
     // left to commander: help, unknown options, bad numbers, missing values, other commands
     [["vm", "create", "--help"], undefined],
     [["vm", "create", "--cpus", "0"], undefined],
@@ -80,6 +96,8 @@ Deno.test("parseVmCreate: the options vm create declares, nothing else", () => {
     [["vm", "create", "--memory"], undefined],
     [["vm", "create", "--bogus"], undefined],
     [["vm", "create", "--json=yes"], undefined],
+    [["vm", "create", "--no-daemon=1"], undefined],
+    [["vm", "create", "--daemon"], undefined],
     [["vm", "create", "--cpus", "1", "--cpus", "2"], undefined],
     [["vm", "list"], undefined],
     [["lint"], undefined],
@@ -121,6 +139,8 @@ Deno.test("parseVmCreate gives what commander gives, or leaves the arguments to 
     ["--config=/x.toml"],
     ["--hostname", "web1", "--strict", "--fallback", "--json"],
     ["--json", "--json"],
+    ["--no-daemon"],
+    ["--no-daemon", "--cpus", "2", "--no-daemon"],
   ];
   // ... and may leave these to commander (which parses or rejects them)
   const left = [
@@ -134,6 +154,8 @@ Deno.test("parseVmCreate gives what commander gives, or leaves the arguments to 
     ["--memory"],
     ["-c"],
     ["--json=yes"],
+    ["--no-daemon=yes"],
+    ["--daemon"],
     ["--cpus", "1", "--cpus", "2"],
     ["-c/x.toml"],
     ["--", "extra"],
@@ -147,7 +169,14 @@ Deno.test("parseVmCreate gives what commander gives, or leaves the arguments to 
     if (fast !== undefined) assert.deepEqual(full, { opts: fast }, what);
   }
   // commander rejects what the fast parser rejects for being wrong (not merely unusual)
-  const wrong = [["--bogus"], ["--cpus", "0"], ["--memory"], ["--json=yes"], ["extra"]];
+  const wrong = [
+    ["--bogus"],
+    ["--cpus", "0"],
+    ["--memory"],
+    ["--json=yes"],
+    ["--daemon"],
+    ["extra"],
+  ];
   for (const args of [...wrong, ...BAD_VALUES]) {
     assert.ok((await commanderParse(args)).error?.startsWith("commander."), args.join(" "));
   }

@@ -63,6 +63,8 @@ Environment:
   KATA_CONF_FILE        Kata configuration file (when --config is not given)
   VMFACTORY_ACCEL       kvm | tcg | auto (overrides [vmfactory] accel)
   VMFACTORY_STATE_DIR   where VMs and the guest cache live (overrides [vmfactory] state_dir)
+  VMFACTORY_SOCKET      the daemon's socket; vm create/list/exec/destroy use the daemon when
+                        one answers there (default <state_dir>/vmfactory.sock; --no-daemon: never)
   NO_COLOR              disable colours`,
     );
 
@@ -112,6 +114,11 @@ Examples:
     new Option(
       "-c, --config <file>",
       "Kata configuration file (default: KATA_CONF_FILE, then Kata's paths, then the built-in default)",
+    );
+  const noDaemonOption = () =>
+    new Option(
+      "--no-daemon",
+      "work without the `vmfactory serve` daemon even when one answers on its socket",
     );
 
   const guest = program.command("guest").description(
@@ -191,6 +198,7 @@ Examples:
     .option("--fallback", "cold-boot when the VMCache server is not running")
     .option("--json", "print the VM record as JSON")
     .addOption(configOption())
+    .addOption(noDaemonOption())
     .addHelpText(
       "after",
       `
@@ -208,6 +216,7 @@ Examples:
     .description("List VMs (dead ones are reported as such).")
     .option("--json", "print machine-readable JSON")
     .addOption(configOption())
+    .addOption(noDaemonOption())
     .action(async (opts) => {
       const { runVmList } = await import("./vm.ts");
       Deno.exitCode = await runVmList(opts);
@@ -220,6 +229,7 @@ Examples:
     .option("--shell <line>", "run a shell line with /bin/sh -c instead")
     .option("--timeout <seconds>", "kill the command after this many seconds", checked(timeoutArg))
     .addOption(configOption())
+    .addOption(noDaemonOption())
     .addHelpText(
       "after",
       `
@@ -258,9 +268,54 @@ Examples:
     .argument("[ids...]", "VM ids (or unique prefixes)")
     .option("--all", "destroy every VM")
     .addOption(configOption())
+    .addOption(noDaemonOption())
     .action(async (ids, opts) => {
       const { runVmDestroy } = await import("./vm.ts");
       Deno.exitCode = await runVmDestroy(ids, opts);
+    });
+
+  program
+    .command("serve")
+    .description(
+      "Run the daemon in the foreground: the factory, a clone pool sized to demand, and the " +
+        "HTTP API on a Unix socket (and optionally TCP with a token).",
+    )
+    .option(
+      "--socket <path>",
+      "Unix socket (default: VMFACTORY_SOCKET, else <state_dir>/vmfactory.sock)",
+    )
+    .option("--socket-group <name>", "give the socket to this group, mode 0660 (default: 0600)")
+    .option("--listen <host:port>", "serve on TCP too; needs --token-file")
+    .option(
+      "--token-file <file>",
+      "bearer token TCP clients must send (one line, not readable by others)",
+    )
+    .addOption(
+      new Option("--log-format <format>", "log lines on stderr")
+        .choices(["text", "json"] as const)
+        .default("text" as const),
+    )
+    .addOption(configOption())
+    .addHelpText(
+      "after",
+      `
+Signals: SIGTERM/SIGINT drain (no new requests, those in flight finish, pooled VMs are destroyed,
+VMs handed out keep running; exit 0). SIGHUP re-reads the configuration (a bad one is logged and
+the old one kept): pool_min/pool_max apply at once, a template that no longer matches is rebuilt in
+the background while requests are cold-booted. One daemon per state directory; a daemon killed -9
+is cleaned up by the next start. Metrics: GET /metrics (Prometheus text).
+
+Examples:
+  vmfactory serve
+  vmfactory serve --socket /run/vmfactory/api.sock --socket-group vmusers --log-format json
+  vmfactory serve --listen 127.0.0.1:8080 --token-file /etc/vmfactory/token
+  curl --unix-socket /run/vmfactory/vmfactory.sock -X POST http://vmfactory/v1/vms
+  curl --unix-socket /run/vmfactory/vmfactory.sock http://vmfactory/metrics
+  systemctl reload vmfactory        # SIGHUP, with deploy/ or docs/operations.md's unit`,
+    )
+    .action(async (opts) => {
+      const { runServe } = await import("./serve.ts");
+      Deno.exitCode = await runServe(opts);
     });
 
   program

@@ -1,7 +1,8 @@
 /**
  * The VMCache server process (`factory init` with `vm_cache_number > 0`), `factory destroy` and
- * `factory status` for it. The server runs in the foreground: Ctrl-C, SIGTERM and gRPC `Quit`
- * all destroy the VMs still cached, remove the socket and return 0; VMs handed out keep running.
+ * `factory status` for it. The server runs in the foreground under the daemon process model
+ * (lib/daemon/run_daemon.ts, shared with `serve`): Ctrl-C, SIGTERM and gRPC `Quit` all destroy
+ * the VMs still cached, remove the socket and return 0; VMs handed out keep running.
  * @module
  */
 import { errorMessage } from "../errors.ts";
@@ -12,6 +13,8 @@ import { DirectSource } from "../factory/direct_source.ts";
 import type { VmSource } from "../factory/vm_source.ts";
 import { AGENT_PORT_NAME } from "../qemu/qemu_command.ts";
 import { type VmFolder, VmStore } from "../vm/vm_store.ts";
+import { DaemonLog } from "../daemon/daemon_log.ts";
+import { runDaemon } from "../daemon/run_daemon.ts";
 import { CacheClient, CacheServerNotRunningError } from "./cache_client.ts";
 import { type CacheServerHandle, startCacheServer } from "./cache_server.ts";
 import { cacheVmSource, storeKeeper, VmCache } from "./vm_cache.ts";
@@ -111,8 +114,10 @@ export async function startVmCacheServer(opts: VmCacheServerOptions): Promise<Vm
 }
 
 /**
- * `factory init` for VMCache: runs the server in the foreground until Ctrl-C, SIGTERM or gRPC
- * `Quit`, then returns 0. Throws a UsageError (exit 2) when a live server owns the socket.
+ * `factory init` for VMCache: runs the server in the foreground under the daemon process model
+ * ({@link runDaemon}: one server per state directory, SIGINT/SIGTERM drain, SIGHUP logged) until
+ * Ctrl-C, SIGTERM or gRPC `Quit`, then returns 0. Throws a UsageError (exit 2) when a live server
+ * holds the state directory or the socket.
  */
 export async function runCacheServer(
   settings: Settings,
@@ -121,35 +126,41 @@ export async function runCacheServer(
 ): Promise<number> {
   const log = options.log ?? console.error;
   const socketPath = settings.vmCacheEndpoint;
-  const plan = await resolveBootPlan(settings, {
-    onNotice: log,
-    onProgress: (phase, detail) => log(`guest: ${phase}${detail ? ` (${detail})` : ""}`),
-  });
-  const server = await startVmCacheServer({
-    socketPath,
+  const code = await runDaemon({
+    role: "vmcache",
+    what: "the VMCache server",
     stateDir: store.stateDir,
-    size: settings.vmCacheNumber,
-    base: (cacheStore) => new DirectSource(plan, cacheStore),
-    config: { settings, plan },
-    log,
+    log: new DaemonLog("text", log),
+    // no recover step: startVmCacheServer reaps a dead predecessor's VMs once the socket is its own
+    start: async () => {
+      const plan = await resolveBootPlan(settings, {
+        onNotice: log,
+        onProgress: (phase, detail) => log(`guest: ${phase}${detail ? ` (${detail})` : ""}`),
+      });
+      const server = await startVmCacheServer({
+        socketPath,
+        stateDir: store.stateDir,
+        size: settings.vmCacheNumber,
+        base: (cacheStore) => new DirectSource(plan, cacheStore),
+        config: { settings, plan },
+        log,
+      });
+      log(
+        `VMCache server (pid ${Deno.pid}) listening on ${socketPath}; booting ${settings.vmCacheNumber} VM(s) (Ctrl-C stops it and destroys the cached VMs)`,
+      );
+      return {
+        stopped: server.stopped,
+        async drain(reason) {
+          if (reason !== "stopped") {
+            log("cache: stopping: destroying the cached VMs (VMs handed out keep running)");
+          }
+          await server.stop();
+        },
+      };
+    },
   });
-  log(
-    `VMCache server (pid ${Deno.pid}) listening on ${socketPath}; booting ${settings.vmCacheNumber} VM(s) (Ctrl-C stops it and destroys the cached VMs)`,
-  );
-  const onSignal = () => {
-    log("cache: stopping: destroying the cached VMs (VMs handed out keep running)");
-    void server.stop();
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
-  try {
-    await server.stopped;
-  } finally {
-    Deno.removeSignalListener("SIGINT", onSignal);
-    Deno.removeSignalListener("SIGTERM", onSignal);
-  }
   log("VMCache server stopped");
-  return 0;
+  return code;
 }
 
 /**

@@ -22,7 +22,7 @@ export const MIN_MEMORY_MIB = 256;
 export const MAX_MEMORY_MIB = 1024 * 1024;
 /** Most memory slots QEMU accepts (`-m slots=`; its ACPI tables describe at most 256). */
 export const MAX_MEMORY_SLOTS = 256;
-/** Most VMs vmfactory keeps booted at once: `vm_cache_number` and `pool_size`. */
+/** Most VMs vmfactory keeps booted at once: `vm_cache_number`, `pool_size`, `pool_min`, `pool_max`. */
 export const MAX_KEPT_VMS = 1024;
 /** Largest unsigned 32-bit value: Kata reads `default_maxvcpus` into a uint32. */
 export const MAX_UINT32 = 2 ** 32 - 1;
@@ -87,6 +87,8 @@ export const VMFACTORY_CHECKS: Readonly<Record<string, ValueCheck>> = {
   state_dir: absPath,
   guest: oneOf(["builtin", "config"]),
   pool_size: upTo(MAX_KEPT_VMS),
+  pool_min: upTo(MAX_KEPT_VMS),
+  pool_max: upTo(MAX_KEPT_VMS),
   console_log_max: (v) =>
     (typeof v === "bigint" || (typeof v === "number" && Number.isInteger(v))) &&
       Number(v) >= 4096 && Number(v) <= 64 * 1024 * 1024

@@ -38,7 +38,15 @@ export interface Settings {
   stateDir: string;
   /** "builtin": the tool supplies kernel + initrd; "config": the configured ones. */
   guest: "builtin" | "config";
+  /** `[vmfactory] pool_size`: the clone pool's fixed size on the CLI path (`vm create` refills). */
   poolSize: number;
+  /** `[vmfactory] pool_min`: the fewest clones `serve` keeps pooled (default `pool_size`). */
+  poolMin: number;
+  /**
+   * `[vmfactory] pool_max`: the most clones `serve` pools when demand asks for them (default
+   * 4 × `pool_size`, at least `pool_min`).
+   */
+  poolMax: number;
   /** `[vmfactory] console_log_max`: bytes of serial console kept per VM. */
   consoleLogMax: number;
 }
@@ -126,6 +134,17 @@ export function settingsFrom(
   if (defaultProblem) {
     throw new UsageError("use the default state directory", `${stateDir} ${defaultProblem}`);
   }
+  const poolSize = o("pool_size", 2);
+  const poolMin = o("pool_min", poolSize);
+  const poolMax = o("pool_max", Math.max(poolMin, 4 * poolSize));
+  if (poolMin > poolMax) {
+    const at = loaded.origin(["vmfactory", "pool_max"]) ?? loaded.origin(["vmfactory", "pool_min"]);
+    const where = at ? `${at.path}:${at.line}:${at.column}: ` : "";
+    throw new ConfigError(
+      `${where}pool_max (${poolMax}) must not be below pool_min (${poolMin})`,
+      at ? [at] : [],
+    );
+  }
 
   return {
     hypervisorName,
@@ -153,7 +172,9 @@ export function settingsFrom(
     accel: (envAccel as Settings["accel"] | undefined) ?? o("accel", "auto"),
     stateDir,
     guest: o("guest", kernel && initrd ? "config" : "builtin"),
-    poolSize: o("pool_size", 2),
+    poolSize,
+    poolMin,
+    poolMax,
     consoleLogMax: o("console_log_max", DEFAULT_CONSOLE_LOG_MAX),
   };
 }

@@ -70,3 +70,25 @@ Deno.test("the default state directory is per user", () => {
     assert.equal(defaultStateDir({ XDG_RUNTIME_DIR: "relative" }), `/tmp/vmfactory-${Deno.uid()}`);
   }
 });
+
+Deno.test("pool_min defaults to pool_size, pool_max to 4 × pool_size; pool_max below pool_min is refused", () => {
+  const fixed = settingsOf("");
+  assert.deepEqual([fixed.poolSize, fixed.poolMin, fixed.poolMax], [2, 2, 8]);
+  const none = settingsOf("[vmfactory]\npool_size = 0\n");
+  assert.deepEqual([none.poolSize, none.poolMin, none.poolMax], [0, 0, 0]);
+  const set = settingsOf("[vmfactory]\npool_size = 1\npool_min = 3\n");
+  assert.deepEqual([set.poolSize, set.poolMin, set.poolMax], [1, 3, 4]);
+  const high = settingsOf("[vmfactory]\npool_min = 6\n");
+  assert.equal(high.poolMax, 8);
+  const raised = settingsOf("[vmfactory]\npool_min = 9\n");
+  assert.equal(raised.poolMax, 9, "at least pool_min");
+  assert.throws(
+    () => settingsOf("[vmfactory]\npool_min = 4\npool_max = 3\n"),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError && err.exitCode === 2, String(err));
+      assert.match(err.message, /test\.toml:3:1: pool_max \(3\) must not be below pool_min \(4\)/);
+      return true;
+    },
+  );
+  assert.throws(() => settingsOf("[vmfactory]\npool_max = 2000\n"), /pool_max must be an integer/);
+});

@@ -8,6 +8,7 @@
  * @module
  */
 import { VmFactory } from "../factory/vm_factory.ts";
+import type { VmRecord } from "../vm/vm_record.ts";
 import type { VmFolder } from "../vm/vm_store.ts";
 import { type TemplateKeeper, TemplateSource } from "./template_source.ts";
 
@@ -37,12 +38,32 @@ export class ClonePool {
     let made = 0;
     while (have + made < size) {
       const batch = Math.min(2, size - have - made);
-      await Promise.all(
-        Array.from({ length: batch }, () => this.#factory.make({}, { as: "pooled", warm: true })),
-      );
+      await Promise.all(Array.from({ length: batch }, () => this.add()));
       made += batch;
     }
     return made;
+  }
+
+  /**
+   * Makes one pooled clone of the keeper's current template (its source refuses a stale or
+   * missing one: the call then rejects). Callers decide how many and how many at once: `topUp`,
+   * or the daemon's pool governor.
+   */
+  add(): Promise<VmRecord> {
+    return this.#factory.make({}, { as: "pooled", warm: true });
+  }
+
+  /** Stops and removes up to `count` pooled clones of `templateId`, newest first; returns how many. */
+  async shrink(templateId: string, count: number): Promise<number> {
+    const newest = this.entries(templateId).sort((a, b) =>
+      (b.status?.since ?? "").localeCompare(a.status?.since ?? "")
+    );
+    let stopped = 0;
+    for (const entry of newest) {
+      if (stopped >= count) break;
+      if (await this.keeper.store.remove(entry.paths.id, ["pooled"])) stopped++;
+    }
+    return stopped;
   }
 
   /** Stops and removes pooled clones (all, or those not of `keepTemplateId`); returns how many. */

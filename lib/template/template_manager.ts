@@ -134,7 +134,9 @@ export class TemplateManager implements TemplateKeeper {
       );
     }
     if (template) await this.#removeFiles(template.files.dir); // first: a resize needs the room
-    const dir = await ensureTmpfs(this.settings.templatePath, plan.memoryMiB + 8);
+    // room for two generations: running clones keep the old (deleted) memory file allocated
+    // until they stop, and a rebuild must not wait for them (a tmpfs size is a cap, not memory)
+    const dir = await ensureTmpfs(this.settings.templatePath, 2 * (plan.memoryMiB + 8));
     if (dir.warning) this.log(`warning: ${dir.warning}`);
     await removeLeftovers(dir.path);
     const manifest = await buildTemplate(plan, dir.path, this.options.hooks);

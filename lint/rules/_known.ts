@@ -17,6 +17,8 @@ export const KEYS: Readonly<Record<string, Readonly<Record<string, readonly Valu
     state_dir: ["string"],
     guest: ["string"],
     pool_size: ["integer"],
+    pool_min: ["integer"],
+    pool_max: ["integer"],
     console_log_max: ["integer"],
     lint: ["table"],
   },

@@ -77,7 +77,7 @@ export const invalidValue: Rule = {
         "default_memory of 256 MiB to 1 TiB (Kata silently replaces smaller values with 2048 MiB), " +
         `default_vcpus finite, default_maxvcpus a uint32, memory_slots 0 to ${MAX_MEMORY_SLOTS} (QEMU's ` +
         `limit), vm_cache_number 0 to ${MAX_KEPT_VMS}, and vmfactory's own [vmfactory] keys (accel ` +
-        `auto|kvm|tcg, state_dir absolute, guest builtin|config, pool_size 0 to ${MAX_KEPT_VMS}) and ` +
+        `auto|kvm|tcg, state_dir absolute, guest builtin|config, pool_size, pool_min and pool_max 0 to ${MAX_KEPT_VMS}) and ` +
         "[vmfactory.lint] severities (off|info|warning|error).",
       incorrect:
         '[hypervisor.qemu]\ndefault_memory = "2G"\n\n[factory]\nenable_template = "yes"\n' +

@@ -189,6 +189,7 @@ const TABLE: Record<string, { valid: Case[]; invalid: Case[] }> = {
       { code: hv("default_memory = 256\ndefault_vcpus = 1.5\ndefault_maxvcpus = 0\n") },
       { code: hv("default_vcpus = -1\ndefault_maxvcpus = 4294967295\nmemory_slots = 256\n") },
       { code: "[factory]\nvm_cache_number = 1024\n[vmfactory]\npool_size = 1024\n" },
+      { code: "[vmfactory]\npool_min = 0\npool_max = 1024\n" },
       {
         code:
           '[vmfactory]\naccel = "tcg"\nstate_dir = "/var/lib/v"\nguest = "config"\npool_size = 0\n',
@@ -213,6 +214,8 @@ const TABLE: Record<string, { valid: Case[]; invalid: Case[] }> = {
       },
       { code: "[factory]\nvm_cache_number = 1025\n", expect: [["error", 2, 1, 2, 23]] },
       { code: "[vmfactory]\npool_size = 100000\n", expect: [["error", 2, 1, 2, 19]] },
+      { code: "[vmfactory]\npool_min = -1\n", expect: [["error", 2, 1, 2, 14]] },
+      { code: "[vmfactory]\npool_max = 1.5\n", expect: [["error", 2, 1, 2, 15]] },
       { code: hv("default_vcpus = nan\n"), expect: [["error", 2, 1, 2, 20]], message: /finite/ },
       { code: hv("default_maxvcpus = 4294967296\n"), expect: [["error", 2, 1, 2, 30]] },
       {
@@ -279,6 +282,11 @@ const TABLE: Record<string, { valid: Case[]; invalid: Case[] }> = {
         code: '[vmfactory.lint]\nunknown-keys = "off"\n',
         expect: [["warning", 2, 1, 2, 13]],
         message: /unknown rule "unknown-keys".*did you mean "unknown-key"/,
+      },
+      {
+        code: "[vmfactory]\npool_mx = 1\n",
+        expect: [["warning", 2, 1, 2, 8]],
+        message: /"pool_max"/,
       },
       {
         code: "[vmfactory]\npoolsize = 1\n",
