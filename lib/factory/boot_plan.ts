@@ -182,6 +182,7 @@ export function startOptionsFor(paths: VmPaths, spec: QemuSpec): StartQemuOption
   return {
     logFile: `${paths.dir}/qemu.log`,
     pidFile: paths.pidFile,
+    cwd: paths.qemuDir,
     cgroup: {
       name: paths.id,
       cpus: spec.maxCpus ?? spec.cpus,

@@ -7,6 +7,7 @@
 import type { Settings } from "../config/settings.ts";
 import type { VmStore } from "../vm/vm_store.ts";
 import { directSourceFor } from "./direct_source.ts";
+import type { WorkloadOptions } from "./workload.ts";
 import { VmFactory } from "./vm_factory.ts";
 
 /** Options of {@link factoryFor}. */
@@ -35,10 +36,16 @@ export async function factoryFor(
 ): Promise<VmFactory> {
   const log = options.log ?? console.error;
   const direct = () => directSourceFor(settings, store, { onNotice: log });
+  const workload = workloadOptions(settings, store, log);
   if (settings.enableTemplate) {
     const { TemplateManager } = await import("../template/template_manager.ts");
     const source = new TemplateManager(settings, store, { log }).source();
-    return new VmFactory(source, { strict: options.strict, fallback: direct, log });
+    return new VmFactory(source, {
+      strict: options.strict,
+      fallback: direct,
+      log,
+      workload,
+    });
   }
   if (settings.vmCacheNumber > 0) {
     const { VmCacheFetchSource } = await import("../cache/vmcache_source.ts");
@@ -47,7 +54,24 @@ export async function factoryFor(
       strictHint: " (--fallback cold-boots instead)",
       fallback: direct,
       log,
+      workload,
     });
   }
-  return new VmFactory(await direct(), { log });
+  return new VmFactory(await direct(), { log, workload });
+}
+
+/** Workloads of the VMs of `store`: images cached in the state dir, networks apart from its VMs'. */
+function workloadOptions(
+  settings: Settings,
+  store: VmStore,
+  log: (line: string) => void,
+): WorkloadOptions {
+  return {
+    imageCacheDir: `${settings.stateDir}/images`,
+    takenNetworks: () =>
+      Promise.resolve(
+        store.folders(["owned"]).flatMap((f) => f.record?.network ? [f.record.network] : []),
+      ),
+    onProgress: log,
+  };
 }

@@ -2,13 +2,16 @@
  * The one VM factory, after Kata's virtcontainers/factory (a base plus one factory): every VM,
  * whatever its source, passes through the same steps, once and in this order:
  *
- * 1. prepare the source and check the request against its shape;
+ * 1. prepare the source and check the request against its shape; plan the workload (check the
+ *    network asked for, convert the image once into the cache);
  * 2. when it cannot serve, fall back to the direct source (cold boot) saying why, or fail
  *    (`strict`);
  * 3. acquire a running VM in a folder the store reserved;
  * 4. hot-add the vCPUs and memory the request needs beyond what the VM has;
- * 5. personalize it (clock, RNG seed, hostname, boot_id for clones) and online what was added;
- * 6. commit its record (owned, or pooled for the clone pool).
+ * 5. attach the workload's image disk and NIC (QMP hot-plug);
+ * 6. personalize it (clock, RNG seed, hostname, boot_id for clones), online what was added, mount
+ *    the image and address the NIC, in one round of agent calls;
+ * 7. commit its record (owned, or pooled for the clone pool).
  *
  * A failure at any step stops the VM and removes its folder (the store's {@link PendingVm}).
  * A new step of a VM's life is added here, once.
@@ -19,6 +22,7 @@ import type { AgentClient } from "../guest/agent_client.ts";
 import { personalize } from "../vm/personalize.ts";
 import { PhaseTimer, recordFor, type VmOrigin, type VmRecord } from "../vm/vm_record.ts";
 import { hotAdd, onlineHotAdded } from "./hot_add.ts";
+import { attachWorkload, planWorkload, type WorkloadOptions } from "./workload.ts";
 import {
   type Size,
   type SourceSupply,
@@ -45,6 +49,8 @@ export interface VmFactoryOptions {
   fallback?: () => Promise<VmSource>;
   /** Warnings (one line each). */
   log?: (line: string) => void;
+  /** Where images are cached and how networks are planned; without it, workloads are refused. */
+  workload?: WorkloadOptions;
 }
 
 /** How {@link VmFactory.make} ends a VM's creation. */
@@ -94,7 +100,8 @@ export class VmFactory {
    */
   async make(request: VmRequest, options: MakeOptions = {}): Promise<VmRecord> {
     const timer = new PhaseTimer();
-    let { supply, source } = await this.#prepare(request);
+    const [prepared, plan] = await Promise.all([this.#prepare(request), this.#plan(request)]);
+    let { supply, source } = prepared;
     let want = wanted(request, supply);
     if (!want.ok) ({ supply, source, want } = await this.#fallBack(want.why, request));
     timer.mark("checkMs");
@@ -112,10 +119,13 @@ export class VmFactory {
       const size = want.size.cpus > vm.size.cpus || want.size.memoryMiB > vm.size.memoryMiB
         ? await this.#grow(vm.pending.paths.qmpSocket, vm.size, want.size, agent)
         : undefined;
+      const attached = plan && (await attachWorkload(plan, pending.paths, this.options.workload!));
+      if (attached) timer.mark("attachMs");
       const hostname = request.hostname ?? `vm-${pending.paths.id}`;
       await Promise.all([
         personalize(agent, { hostname, newBootId: vm.sharesBoot }),
         size?.online(),
+        attached?.inGuest(agent),
       ]);
       if (options.warm) await agent.exec(["true"]);
       timer.mark(size ? "personalizeAndHotplugMs" : "personalizeMs");
@@ -129,6 +139,8 @@ export class VmFactory {
         hostname,
         accel: vm.accel,
         ...(vm.templateId ? { templateId: vm.templateId } : {}),
+        ...(attached?.image ? { image: attached.image } : {}),
+        ...(attached?.network ? { network: attached.network } : {}),
         timings: timer.done(),
       });
       await pending.commit(options.as ?? "owned", record, { templateId: vm.templateId });
@@ -137,6 +149,18 @@ export class VmFactory {
       vm.agent.close();
       await vm.pending.dispose(); // after a commit: nothing to do
     }
+  }
+
+  /** The request's workload, checked and its image converted (undefined when it has none). */
+  async #plan(request: VmRequest) {
+    if (!request.image && !request.net && !request.ports?.length) return undefined;
+    if (!this.options.workload) {
+      throw new VmfactoryError(
+        "run a workload",
+        `the ${this.kind} factory takes no images or networks`,
+      );
+    }
+    return await planWorkload(request, this.options.workload);
   }
 
   async #prepare(request: VmRequest): Promise<{ supply: SourceSupply; source: VmSource }> {

@@ -9,9 +9,10 @@ import type { AgentClient } from "../guest/agent_client.ts";
 import type { Accel } from "../qemu/qemu_command.ts";
 import type { PhaseTimer, VmOrigin } from "../vm/vm_record.ts";
 import type { PendingVm } from "../vm/vm_store.ts";
+import type { WorkloadRequest } from "./workload.ts";
 
 /** What the caller asks of a new VM. */
-export interface VmRequest {
+export interface VmRequest extends WorkloadRequest {
   /** vCPUs wanted (default: the source's). */
   cpus?: number;
   /** Memory wanted in MiB (default: the source's). */

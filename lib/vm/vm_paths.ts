@@ -14,6 +14,12 @@ export interface VmPaths {
   consoleLog: string;
   /** QEMU pid file. */
   pidFile: string;
+  /**
+   * QEMU's working folder (0711): files QEMU must open after it dropped to its own user (a
+   * workload's image disk) are linked in here and named relative to it, so the VM folder and the
+   * state directory stay 0700.
+   */
+  qemuDir: string;
 }
 
 /** Paths of a VM folder `dir` named `id`. */
@@ -25,6 +31,7 @@ export function vmPaths(dir: string, id: string): VmPaths {
     agentSocket: `${dir}/agent.sock`,
     consoleLog: `${dir}/console.log`,
     pidFile: `${dir}/qemu.pid`,
+    qemuDir: `${dir}/qemu`,
   };
 }
 

@@ -45,6 +45,44 @@ export interface VmRecord {
   templateId?: string;
   /** Creation timings. */
   timings: VmTimings;
+  /** The container image its commands run in, when it was made with one. */
+  image?: VmImage;
+  /** Its network, when it was made with one. */
+  network?: VmNetwork;
+}
+
+/** The container image a VM runs its commands in, and the image config's run settings. */
+export interface VmImage {
+  /** The REF it was made from. */
+  ref: string;
+  /** `sha256:…` of the image. */
+  digest: string;
+  /** The image's root in the guest (commands are chrooted into it). */
+  root: string;
+  /** `NAME=value` entries of the image config. */
+  env?: string[];
+  /** The image config's working folder. */
+  workingDir?: string;
+  /** The image config's user. */
+  user?: string;
+  /** The image config's entrypoint. */
+  entrypoint?: string[];
+  /** The image config's command. */
+  cmd?: string[];
+}
+
+/** A VM's network. */
+export interface VmNetwork {
+  /** "user" (QEMU's NAT) or "tap". */
+  kind: "user" | "tap";
+  /** Its NIC's MAC. */
+  mac: string;
+  /** Its IPv4 address ("" when not addressed). */
+  ip: string;
+  /** Its default gateway ("" for none). */
+  gateway: string;
+  /** Host ports forwarded to it, "ADDR:HOST:GUEST/PROTO". */
+  ports: string[];
 }
 
 /**
@@ -62,8 +100,40 @@ export function parseRecord(value: unknown, paths: VmPaths): VmRecord | undefine
     ["direct", "template", "cache"].includes(r.source as string) &&
     (r.accel === "kvm" || r.accel === "tcg") && text(r.hostname) && text(r.createdAt) &&
     (r.templateId === undefined || text(r.templateId)) &&
-    typeof r.timings === "object" && r.timings !== null;
+    typeof r.timings === "object" && r.timings !== null &&
+    (r.image === undefined || isImage(r.image)) &&
+    (r.network === undefined || isNetwork(r.network));
   return ok ? r as unknown as VmRecord : undefined;
+}
+
+/** Strings of at most 4096 characters, at most 1024 of them. */
+function isTexts(v: unknown): boolean {
+  return Array.isArray(v) && v.length <= 1024 &&
+    v.every((x) => typeof x === "string" && x.length <= 4096);
+}
+
+function isShortText(v: unknown): boolean {
+  return typeof v === "string" && v.length <= 4096;
+}
+
+function isImage(v: unknown): boolean {
+  if (typeof v !== "object" || v === null) return false;
+  const i = v as Record<string, unknown>;
+  return isShortText(i.ref) && typeof i.digest === "string" &&
+    /^sha256:[0-9a-f]{64}$/.test(i.digest) &&
+    typeof i.root === "string" && /^\/run\/vmf\/[A-Za-z0-9_-]{1,64}\/root$/.test(i.root) &&
+    [i.env, i.entrypoint, i.cmd].every((x) => x === undefined || isTexts(x)) &&
+    [i.workingDir, i.user].every((x) => x === undefined || isShortText(x));
+}
+
+function isNetwork(v: unknown): boolean {
+  if (typeof v !== "object" || v === null) return false;
+  const n = v as Record<string, unknown>;
+  const ipv4 = (x: unknown) =>
+    x === "" || (typeof x === "string" && /^\d{1,3}(\.\d{1,3}){3}$/.test(x));
+  return (n.kind === "user" || n.kind === "tap") && typeof n.mac === "string" &&
+    /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(n.mac) && ipv4(n.ip) && ipv4(n.gateway) &&
+    isTexts(n.ports);
 }
 
 /** Records phase timings; `mark(name)` closes the phase that started at the previous mark. */

@@ -234,6 +234,8 @@ export class VmStore {
       this.#private = true;
     }
     await Deno.mkdir(paths.dir, { mode: 0o700 });
+    await Deno.mkdir(paths.qemuDir);
+    await Deno.chmod(paths.qemuDir, 0o711); // not subject to the umask
     await this.#write(paths, { state: "building", owner: selfIdentity() });
     return new PendingVm(this, paths);
   }
