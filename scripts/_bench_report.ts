@@ -3,6 +3,8 @@
  * ratios and target checks computed from it, the text table and the SVG chart.
  * @module
  */
+import type { ServeResult } from "./bench_serve.ts";
+import type { RunResult, WorkloadResult } from "./bench_workloads.ts";
 import { quantile } from "../lib/vm/vm_stats.ts";
 import { benchChart, type ChartRow } from "./_bench_chart.ts";
 import { f1, type Stats } from "./_bench_run.ts";
@@ -88,6 +90,10 @@ export interface Measured {
   memory: MemoryResult;
   /** Growth levels. */
   growth: GrowthLevel[];
+  /** Workloads: `run` without and with an image and a network. */
+  workloads?: WorkloadResult;
+  /** The daemon's API. */
+  serve?: ServeResult;
 }
 
 /** Ratios of figures measured side by side. */
@@ -251,6 +257,8 @@ export function reportText(r: BenchResults): string {
       `of a core per clone (max ${g.idleCpu.maxPct}%, total ${g.idleCpu.totalPct}%)`
     ),
     "",
+    ...workloadLines(r),
+    ...serveLines(r),
     `targets of docs/performance.md (growth: at ${last.running} / at ${first.running} running)`,
     ...columns(targetRows(r), false),
     `peers, no target: cold / pool clone p50 ${x(r.ratios.coldOverPoolClone)} (spawned ` +
@@ -258,6 +266,48 @@ export function reportText(r: BenchResults): string {
     `${x(r.ratios.restoreOverPoolClone)} (spawned ${x(r.ratios.restoreOverSpawnClone)}); ` +
     `spawned clone growth ${x(r.ratios.growthSpawn)}`,
   ].join("\n");
+}
+
+/** The workload phase's lines (none when it did not run). */
+function workloadLines(r: BenchResults): string[] {
+  const w = r.workloads;
+  if (!w) return [];
+  const line = (label: string, s: RunResult) =>
+    `  ${label}: p50 ${f1(s.p50)} ms, p95 ${f1(s.p95)} ms (phases p50: ${
+      Object.entries(s.phasesP50).map(([k, v]) => `${k} ${v}`).join(", ")
+    })`;
+  return [
+    "workloads through the library on pool clones (create, `true`, destroy)",
+    line("run -- true", w.runTrue),
+    line("run --image -- true", w.runImage),
+    line("run --net -- true", w.runNet),
+    `  an image adds ${f1(w.imageExtraMs)} ms, --net adds ${f1(w.netExtraMs)} ms; converting a ` +
+    `${(w.conversion.bytes / 1e6).toFixed(0)} MB rootfs: ${f1(w.conversion.convertMs)} ms ` +
+    `(${(w.conversion.imageBytes / 1e6).toFixed(1)} MB erofs), again from the cache ` +
+    `${f1(w.conversion.cachedMs)} ms`,
+    "",
+  ];
+}
+
+/** The daemon phase's lines (none when it did not run). */
+function serveLines(r: BenchResults): string[] {
+  const s = r.serve;
+  if (!s) return [];
+  const lib = r.paths.clonePool.p50, cli = r.paths.cli.toExit.p50;
+  return [
+    "the daemon (vmfactory serve) and its API, from a client on the host",
+    `  POST /v1/vms at a pool hit: p50 ${f1(s.apiPoolHit.p50)} ms, p95 ${
+      f1(s.apiPoolHit.p95)
+    } ms ` +
+    `(record ${f1(s.apiRecordTotal.p50)} ms) beside the library's pool clone ${f1(lib)} ms and ` +
+    `the standalone CLI ${f1(cli)} ms; the CLI through the daemon ${f1(s.cliThroughDaemon.p50)} ms`,
+    `  16 concurrent: p50 ${f1(s.burst16.p50)} ms, p95 ${f1(s.burst16.p95)} ms, ` +
+    `${s.burstDistinct} distinct VMs`,
+    `  sustained: ${
+      s.sustained.map((x) => `${x.ratePerS}/s p95 ${f1(x.p95Ms)} ms`).join(", ")
+    }; highest rate with p95 ≤ 50 ms: ${s.sustainedRateP95Under50 || "none tried"}/s`,
+    "",
+  ];
 }
 
 /** The SVG chart: one row per path and growth level, the absolute ms targets as lines. */

@@ -4,8 +4,9 @@
  * targets of docs/performance.md (never asserted). In run order: cold boot (direct factory),
  * plain QEMU full-state restore (the peer a user would pick), QEMU's start-up floor, template
  * clones spawned on request, template clones from the warm pool (library), their memory (PSS),
- * the CLI and bundled CLI, VMCache fetches, and growth (clone time and idle CPU with 1, 10, 25
- * clones running).
+ * the CLI and bundled CLI, VMCache fetches, growth (clone time and idle CPU with 1, 10, 25
+ * clones running), workloads (`run -- true` without and with an image and a network, image
+ * conversion) and the daemon (`POST /v1/vms`, a burst of 16, the sustained rate).
  *
  * The paths are in bench_paths.ts, the targets in bench_targets.ts, the report in
  * _bench_report.ts. Everything lives in one temp folder (config, state, template tmpfs); every
@@ -22,6 +23,8 @@ import { resolveBootPlan } from "../lib/factory/boot_plan.ts";
 import { processesWhere } from "../lib/process_identity.ts";
 import { VmStore } from "../lib/vm/vm_store.ts";
 import { BenchRun, destroyVm, f1 } from "./_bench_run.ts";
+import { serveDaemon } from "./bench_serve.ts";
+import { workloads } from "./bench_workloads.ts";
 import { type HostInfo, reportText, withRatios, writeReport } from "./_bench_report.ts";
 import {
   bareDeno,
@@ -161,6 +164,20 @@ async function measure(run: BenchRun, opts: BenchOptions, host: HostInfo): Promi
   run.phase(`9. growth: clones at ${opts.growthLevels.join(", ")} clones running`);
   const levels = await growth(run, poolFactory, spawnFactory, store, opts);
 
+  run.phase("10. workloads: `run -- true` on pool clones: no image, an image, --net");
+  const workload = await workloads(run, poolFactory, store, {
+    runs: opts.quick ? 3 : 8,
+    fillBytes: 50e6,
+  });
+
+  run.phase(`11. the daemon: vmfactory serve (pool_min ${opts.poolSize}), API clients`);
+  const serve = await serveDaemon(run, store, {
+    samples: opts.quick ? 4 : 10,
+    poolSize: opts.poolSize,
+    rates: opts.quick ? [2] : [1, 2, 4],
+    rateSeconds: opts.quick ? 2 : 4,
+  });
+
   const results = withRatios({
     host,
     guest: { accel: plan.accel, memoryMiB: plan.memoryMiB },
@@ -183,6 +200,8 @@ async function measure(run: BenchRun, opts: BenchOptions, host: HostInfo): Promi
     loadAtPhase: run.loadAtPhase,
     memory,
     growth: levels,
+    workloads: workload,
+    serve,
   });
   await writeReport(OUT_DIR, results);
   console.log(reportText(results));

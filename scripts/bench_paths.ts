@@ -11,6 +11,7 @@ import { VmCacheFetchSource } from "../lib/cache/vmcache_source.ts";
 import type { Settings } from "../lib/config/settings.ts";
 import { type BootPlan, qemuSpecFor } from "../lib/factory/boot_plan.ts";
 import { DirectSource } from "../lib/factory/direct_source.ts";
+import { workloadOptions } from "../lib/factory/factory_for.ts";
 import { VmFactory } from "../lib/factory/vm_factory.ts";
 import type { VmRequest } from "../lib/factory/vm_source.ts";
 import { waitForAgent } from "../lib/guest/agent_client.ts";
@@ -234,6 +235,8 @@ export async function qemuFloor(
 export interface TemplateKit {
   /** The template's manager (init, refill). */
   manager: TemplateManager;
+  /** The one factory over the template (strict: never a cold boot). */
+  factory: VmFactory;
   /** A clone of the template (strict: never a cold boot). */
   getVm(request: VmRequest): Promise<VmRecord>;
   /** Tops the pool up to the settings' size. */
@@ -247,8 +250,12 @@ export function templateKit(
   log: (line: string) => void,
 ): TemplateKit {
   const manager = new TemplateManager(settings, store, { log });
-  const factory = new VmFactory(manager.source(), { strict: true, log });
-  return { manager, getVm: (r) => factory.getVm(r), refill: () => manager.refill() };
+  const factory = new VmFactory(manager.source(), {
+    strict: true,
+    log,
+    workload: workloadOptions(settings, store, log),
+  });
+  return { manager, factory, getVm: (r) => factory.getVm(r), refill: () => manager.refill() };
 }
 
 /** The template build: the factory that spawns clones on request, and the template's figures. */

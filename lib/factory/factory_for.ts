@@ -61,7 +61,7 @@ export async function factoryFor(
 }
 
 /** Workloads of the VMs of `store`: images cached in the state dir, networks apart from its VMs'. */
-function workloadOptions(
+export function workloadOptions(
   settings: Settings,
   store: VmStore,
   log: (line: string) => void,
