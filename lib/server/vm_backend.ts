@@ -5,6 +5,7 @@
  * client per agent socket at a time; the agent multiplexes calls), closed when the last ends.
  * @module
  */
+import { execSettingsFor, runCommandFor } from "../vm/exec_settings.ts";
 import type { Settings } from "../config/settings.ts";
 import type { VmFactory } from "../factory/vm_factory.ts";
 import { SourceUnfitError, type VmRequest } from "../factory/vm_source.ts";
@@ -150,7 +151,7 @@ export class VmApiBackend implements ApiBackend {
   ): Promise<ExecOutcome & { vm: VmRecord }> {
     const vm = await this.createVm(body, signal);
     try {
-      return { ...await this.#exec(vm, body, sink, signal), vm };
+      return { ...await this.#exec(vm, body, sink, signal, { run: true }), vm };
     } finally {
       await this.#destroyQuietly(vm.id);
     }
@@ -170,7 +171,15 @@ export class VmApiBackend implements ApiBackend {
     body: ExecBody,
     sink: ExecSink,
     signal: AbortSignal,
+    how: { run?: boolean } = {},
   ): Promise<ExecOutcome> {
+    // in the VM's image with its config's settings; `run` starts the image's Entrypoint/Cmd
+    const settings = execSettingsFor(vm, body);
+    const command = body.shell !== undefined
+      ? { shell: body.shell }
+      : how.run
+      ? runCommandFor(vm, body.cmd ?? [])
+      : body.cmd!;
     const stop = abortion(signal);
     const leasing = this.#agents.lease(vm.agentSocket);
     let lease: AgentLease;
@@ -193,13 +202,11 @@ export class VmApiBackend implements ApiBackend {
         }
       };
     try {
-      const running = lease.agent.exec(body.cmd ?? { shell: body.shell! }, {
+      const running = lease.agent.exec(command, {
         ...(body.stdin !== undefined || body.stdinBase64 !== undefined
           ? { stdin: stdinOf(body) }
           : {}),
-        ...(body.env ? { env: body.env } : {}),
-        ...(body.cwd ? { cwd: body.cwd } : {}),
-        ...(body.user ? { user: body.user } : {}),
+        ...settings,
         timeoutMs: (body.timeoutS ?? 0) * 1000,
         collect: false,
         outputLimit: Math.min(sink.outputLimit ?? NO_OUTPUT_LIMIT, NO_OUTPUT_LIMIT),
