@@ -58,6 +58,7 @@ Examples:
   vmfactory lint /etc/kata-containers/configuration.toml
   vmfactory factory init && vmfactory vm create --json
   vmfactory vm exec <id> -- uname -r
+  vmfactory run --image oci:/srv/alpine:3.20 -- cat /etc/os-release
 
 Environment:
   KATA_CONF_FILE        Kata configuration file (when --config is not given)
@@ -120,6 +121,26 @@ Examples:
       "--no-daemon",
       "work without the `vmfactory serve` daemon even when one answers on its socket",
     );
+  const imageOption = () =>
+    new Option(
+      "--image <ref>",
+      "run commands in this container image: a rootfs folder, a .tar (rootfs or docker save) " +
+        "or oci:PATH[:TAG] (an OCI layout)",
+    );
+  const netOption = () =>
+    new Option("--net [mode]", "give the VM a network: user (NAT, the default) or tap:NAME");
+  const portOption = () =>
+    new Option(
+      "-p, --port <host:guest>",
+      "forward 127.0.0.1:HOST to the guest's port GUEST (needs --net user); repeatable",
+    ).argParser(collect).default([] as string[]);
+  const envOption = () =>
+    new Option("-e, --env <name=value>", "set an environment variable; repeatable")
+      .argParser(collect).default([] as string[]);
+  const workdirOption = () =>
+    new Option("-w, --workdir <dir>", "working folder of the command (absolute)");
+  const userOption = () =>
+    new Option("-u, --user <user>", "run as user, uid, user:group or uid:gid (default root)");
 
   const guest = program.command("guest").description(
     "The built-in guest (kernel from the host, initrd built here).",
@@ -194,6 +215,9 @@ Examples:
     .option("--cpus <n>", "vCPUs (above the template's: hot-added)", checked(cpusArg))
     .option("--memory <MiB>", "memory in MiB (above the template's: hot-added)", checked(memoryArg))
     .option("--hostname <name>", "guest hostname (default: vm-<id>)", checked(hostnameArg))
+    .addOption(imageOption())
+    .addOption(netOption())
+    .addOption(portOption())
     .option("--strict", "fail instead of cold-booting when the template does not match")
     .option("--fallback", "cold-boot when the VMCache server is not running")
     .option("--json", "print the VM record as JSON")
@@ -202,9 +226,15 @@ Examples:
     .addHelpText(
       "after",
       `
+With --image, \`vm exec\` runs commands in the image (its Env, WorkingDir and User apply); the
+image is converted once (progress on stderr) and cached under <state_dir>/images.
+
 Examples:
   vmfactory vm create
-  vmfactory vm create --cpus 2 --memory 512 --json`,
+  vmfactory vm create --cpus 2 --memory 512 --json
+  vmfactory vm create --image ./rootfs                  a folder, a .tar or oci:PATH[:TAG]
+  vmfactory vm create --image oci:/srv/alpine:3.20 --net
+  vmfactory vm create --net user -p 8080:80             127.0.0.1:8080 reaches the guest's 80`,
     )
     .action(async (opts) => {
       const { runVmCreate } = await import("./vm.ts");
@@ -228,18 +258,58 @@ Examples:
     .argument("[command...]", "command and arguments (after --)")
     .option("--shell <line>", "run a shell line with /bin/sh -c instead")
     .option("--timeout <seconds>", "kill the command after this many seconds", checked(timeoutArg))
+    .option("-i, --interactive", "stream this process's stdin to the command (else /dev/null)")
+    .addOption(envOption())
+    .addOption(workdirOption())
+    .addOption(userOption())
     .addOption(configOption())
     .addOption(noDaemonOption())
     .addHelpText(
       "after",
       `
+In a VM made with --image the command runs in the image, with its Env, WorkingDir and User
+(-e, -w and -u override them).
+
 Examples:
   vmfactory vm exec 3f2a -- uname -r
-  vmfactory vm exec 3f2a --shell 'cat /proc/meminfo | head -3'`,
+  vmfactory vm exec 3f2a --shell 'cat /proc/meminfo | head -3'
+  vmfactory vm exec 3f2a -e DEBUG=1 -w /srv -u nobody -- env
+  tar -c src | vmfactory vm exec -i 3f2a -- tar -x -C /tmp`,
     )
     .action(async (id, command, opts) => {
       const { runVmExec } = await import("./vm.ts");
       Deno.exitCode = await runVmExec(id, command, opts);
+    });
+  vm
+    .command("cp")
+    .description(
+      "Copy files and folders into or out of a VM, like docker cp (modes, links and times kept).",
+    )
+    .argument("<src>", "a local path, or ID:PATH in a VM")
+    .argument("<dst>", "ID:PATH in a VM, or a local path")
+    .option("--max-size <size>", "largest copy (bytes, or 512M, 4G...; default 4G)")
+    .option("--progress", "report bytes on stderr every 0.5 s even when it is not a terminal")
+    .addOption(configOption())
+    .addHelpText(
+      "after",
+      `
+Exactly one side is ID:PATH (PATH absolute; in the image for a VM made with --image; a local
+path with a colon is written ./NAME). As docker cp: a file into an existing folder keeps its name,
+onto a file replaces it, to a new name takes it; a folder into an existing folder goes in it
+(merged with one of its name), to a new name becomes it; SRC/. copies a folder's content. Copies
+out are checked before anything is placed: links that point outside the destination, devices and
+FIFOs are refused, set-id bits cleared, files are yours. Works on the VM's agent directly (not
+through the daemon).
+
+Examples:
+  vmfactory vm cp ./site 3f2a:/srv/www          /srv/www/site (or /srv/www when it is new)
+  vmfactory vm cp ./site/. 3f2a:/srv/www        the content of ./site into /srv/www
+  vmfactory vm cp 3f2a:/var/log/app.log .
+  vmfactory vm cp --progress 3f2a:/data ./backup`,
+    )
+    .action(async (src, dst, opts) => {
+      const { runVmCp } = await import("./vm.ts");
+      Deno.exitCode = await runVmCp(src, dst, opts);
     });
   vm
     .command("logs")
@@ -272,6 +342,53 @@ Examples:
     .action(async (ids, opts) => {
       const { runVmDestroy } = await import("./vm.ts");
       Deno.exitCode = await runVmDestroy(ids, opts);
+    });
+
+  program
+    .command("run")
+    .description(
+      "Run one command in a new VM and destroy the VM afterwards (also on Ctrl-C, a timeout or " +
+        "an error); exits with the command's exit code.",
+    )
+    .argument("[command...]", "command and arguments (after --; with an image: its Cmd when none)")
+    .addOption(imageOption())
+    .addOption(netOption())
+    .addOption(portOption())
+    .addOption(envOption())
+    .addOption(workdirOption())
+    .addOption(userOption())
+    .option(
+      "--file <host:guest>",
+      "copy a local file or folder into the VM first (as vm cp); repeatable",
+      collect,
+      [] as string[],
+    )
+    .option("--timeout <seconds>", "kill the command after this many seconds", checked(timeoutArg))
+    .option("--cpus <n>", "vCPUs (above the template's: hot-added)", checked(cpusArg))
+    .option("--memory <MiB>", "memory in MiB (above the template's: hot-added)", checked(memoryArg))
+    .option("-i, --interactive", "stream this process's stdin to the command (else /dev/null)")
+    .option("--strict", "fail instead of cold-booting when the template does not match")
+    .option("--progress", "report the bytes of --file copies on stderr even when not a terminal")
+    .addOption(configOption())
+    .addHelpText(
+      "after",
+      `
+With --image the command runs in the image: its Entrypoint comes first, its Cmd when no command
+is given, its Env, WorkingDir and User apply unless -e, -w, -u say otherwise.
+Exit codes: the command's; 124 when --timeout killed it; 130/143 on SIGINT/SIGTERM; 1 and 2 as
+for every command (a failed operation, bad input).
+
+Examples:
+  vmfactory run -- uname -r
+  vmfactory run --image oci:/srv/alpine:3.20 -- cat /etc/os-release
+  vmfactory run --image ./rootfs -e DEBUG=1 -w /app -u app -- ./start.sh
+  vmfactory run --net -- wget -O- http://10.0.2.2:8000/       the host's 127.0.0.1:8000
+  vmfactory run --file ./job:/job --timeout 60 -- sh /job/run.sh
+  gzip -c big.log | vmfactory run -i -- sh -c 'gunzip | wc -l'`,
+    )
+    .action(async (command, opts) => {
+      const { runRun } = await import("./run.ts");
+      Deno.exitCode = await runRun(command, opts);
     });
 
   program

@@ -106,8 +106,11 @@ const CREATE_FIELDS: Record<string, Check> = {
   memoryMiB: number(memoryArg),
   hostname: (value) => hostnameArg(typeof value === "string" ? value : ""),
   image: text(
-    `a path or oci:PATH[:TAG] of 1 to ${MAX_PATH_LENGTH} characters without control characters`,
-    (s) => s.length >= 1 && s.length <= MAX_PATH_LENGTH && noControl(s),
+    `an absolute path or oci:/PATH[:TAG] of 1 to ${MAX_PATH_LENGTH} characters without control ` +
+      "characters (the daemon's working folder is not the client's)",
+    (s) =>
+      s.length >= 1 && s.length <= MAX_PATH_LENGTH && noControl(s) &&
+      (s.startsWith("/") || s.startsWith("oci:/")),
   ),
   net: text(
     `"user" or "tap:NAME" (NAME: 1 to 15 letters, digits, '_', '.' or '-')`,

@@ -375,6 +375,7 @@ Deno.test("api: bodies are checked strictly (400)", async (t) => {
     ["/v1/vms", `{"hostname": "${"a".repeat(65)}"}`, "invalid_field", /hostname/],
     ["/v1/vms", '{"image": ""}', "invalid_field", /image/],
     ["/v1/vms", '{"image": "a\\nb"}', "invalid_field", /image/],
+    ["/v1/vms", '{"image": "rootfs/dir"}', "invalid_field", /absolute/],
     ["/v1/vms", '{"net": "bridge"}', "invalid_field", /net: expected "user" or "tap:NAME"/],
     ["/v1/vms", '{"net": "tap:a-very-long-name0"}', "invalid_field", /net/],
     ["/v1/vms", '{"ports": "80:80"}', "invalid_field", /ports: expected an array/],
