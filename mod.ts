@@ -40,6 +40,25 @@ export type { VmOrigin, VmRecord, VmTimings } from "./lib/vm/vm_record.ts";
 export { AgentClient } from "./lib/guest/agent_client.ts";
 export { AgentError } from "./lib/guest/agent_error.ts";
 
+// workloads: container images
+export {
+  type ImageConfig,
+  type PreparedImage,
+  prepareImage,
+  type PrepareImageOptions,
+} from "./lib/image/prepare_image.ts";
+export type { VmImage, VmNetwork } from "./lib/vm/vm_record.ts";
+export { type ExecSettings, execSettingsFor } from "./lib/vm/exec_settings.ts";
+
+// the daemon's HTTP API
+export {
+  type ApiBackend,
+  type ApiServer,
+  type ApiServerOptions,
+  startApiServer,
+} from "./lib/server/api_server.ts";
+export { VmApiBackend } from "./lib/server/vm_backend.ts";
+
 // linter
 export { formatJson, formatSarif, lintConfig, lintFiles, lintText, rules } from "./lint/mod.ts";
 export type { Diagnostic, FileResult, Rule } from "./lint/mod.ts";

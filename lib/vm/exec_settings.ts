@@ -46,6 +46,12 @@ export function checkEnvEntry(entry: string): string {
 /**
  * The exec settings of a command in `record`'s VM: the image's (root, Env, WorkingDir, User),
  * then `overrides`. Without an image and overrides, everything is the agent's default.
+ * @example
+ * ```ts
+ * const vm = await factory.getVm({ image: "oci:/srv/layouts/alpine:3" });
+ * const agent = await AgentClient.connect(vm.agentSocket);
+ * await agent.exec(["id"], execSettingsFor(vm, { user: "nobody", env: ["DEBUG=1"] }));
+ * ```
  */
 export function execSettingsFor(record: VmRecord, overrides: ExecOverrides = {}): ExecSettings {
   const image = record.image;
