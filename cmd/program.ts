@@ -22,6 +22,11 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
+/** Collects a repeatable option that has no default (its help shows none). */
+function repeatable(value: string, previous?: string[]): string[] {
+  return [...(previous ?? []), value];
+}
+
 /** Makes a `_validate.ts` reader a commander argument parser (its problem is a usage error). */
 function checked<T>(read: (value: string) => T): (value: string) => T {
   return (value) => {
@@ -133,10 +138,10 @@ Examples:
     new Option(
       "-p, --port <host:guest>",
       "forward 127.0.0.1:HOST to the guest's port GUEST (needs --net user); repeatable",
-    ).argParser(collect).default([] as string[]);
+    ).argParser(repeatable);
   const envOption = () =>
     new Option("-e, --env <name=value>", "set an environment variable; repeatable")
-      .argParser(collect).default([] as string[]);
+      .argParser(repeatable);
   const workdirOption = () =>
     new Option("-w, --workdir <dir>", "working folder of the command (absolute)");
   const userOption = () =>
@@ -258,7 +263,11 @@ Examples:
     .argument("[command...]", "command and arguments (after --)")
     .option("--shell <line>", "run a shell line with /bin/sh -c instead")
     .option("--timeout <seconds>", "kill the command after this many seconds", checked(timeoutArg))
-    .option("-i, --interactive", "stream this process's stdin to the command (else /dev/null)")
+    .option(
+      "-i, --interactive",
+      "stream this process's stdin to the command (else /dev/null); talks to the VM's agent " +
+        "directly, not through the daemon",
+    )
     .addOption(envOption())
     .addOption(workdirOption())
     .addOption(userOption())
@@ -360,8 +369,7 @@ Examples:
     .option(
       "--file <host:guest>",
       "copy a local file or folder into the VM first (as vm cp); repeatable",
-      collect,
-      [] as string[],
+      repeatable,
     )
     .option("--timeout <seconds>", "kill the command after this many seconds", checked(timeoutArg))
     .option("--cpus <n>", "vCPUs (above the template's: hot-added)", checked(cpusArg))
@@ -374,7 +382,8 @@ Examples:
       "after",
       `
 With --image the command runs in the image: its Entrypoint comes first, its Cmd when no command
-is given, its Env, WorkingDir and User apply unless -e, -w, -u say otherwise.
+is given, its Env, WorkingDir and User apply unless -e, -w, -u say otherwise. With --net (user
+networking) the VM's gateway is the host: a server on the host's 127.0.0.1:PORT answers there.
 Exit codes: the command's; 124 when --timeout killed it; 130/143 on SIGINT/SIGTERM; 1 and 2 as
 for every command (a failed operation, bad input).
 
@@ -382,7 +391,7 @@ Examples:
   vmfactory run -- uname -r
   vmfactory run --image oci:/srv/alpine:3.20 -- cat /etc/os-release
   vmfactory run --image ./rootfs -e DEBUG=1 -w /app -u app -- ./start.sh
-  vmfactory run --net -- wget -O- http://10.0.2.2:8000/       the host's 127.0.0.1:8000
+  vmfactory run --net -- sh -c 'wget -qO- http://$(ip route | awk "/^default/{print \\$3}"):8000/'
   vmfactory run --file ./job:/job --timeout 60 -- sh /job/run.sh
   gzip -c big.log | vmfactory run -i -- sh -c 'gunzip | wc -l'`,
     )

@@ -324,7 +324,10 @@ export function byteSize(text: string): number {
   const power = m?.[2] ? "KMGT".indexOf(m[2].toUpperCase()) + 1 : 0;
   const n = m ? Number(m[1]) * 1024 ** power : NaN;
   if (!(n >= 1) || !Number.isSafeInteger(n)) {
-    throw new OptionError("read --max-size", `expected bytes, e.g. 1048576, 512M or 4G, got ${text}`);
+    throw new OptionError(
+      "read --max-size",
+      `expected bytes, e.g. 1048576, 512M or 4G, got ${text}`,
+    );
   }
   return n;
 }
