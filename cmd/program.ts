@@ -378,6 +378,7 @@ Examples:
     .option("--strict", "fail instead of cold-booting when the template does not match")
     .option("--progress", "report the bytes of --file copies on stderr even when not a terminal")
     .addOption(configOption())
+    .addOption(noDaemonOption())
     .addHelpText(
       "after",
       `

@@ -9,6 +9,7 @@
 import { VmfactoryError } from "../lib/errors.ts";
 import { factoryFor } from "../lib/factory/factory_for.ts";
 import type { RunFile } from "../lib/run/run_command.ts";
+import { type ApiClient, daemonFor } from "../lib/server/api_client.ts";
 import { commandContext, requireLintClean, say } from "./_context.ts";
 import { OptionError } from "./_usage.ts";
 import { copyProgress, refillInBackground, type WorkloadArgs, workloadOf, writeAll } from "./vm.ts";
@@ -27,6 +28,8 @@ export interface RunArgs extends WorkloadArgs {
   strict?: boolean;
   progress?: boolean;
   config?: string;
+  /** False with `--no-daemon`. */
+  daemon?: boolean;
 }
 
 /** Exit code when `--timeout` killed the command (as timeout(1)). */
@@ -50,6 +53,12 @@ export async function runRun(command: string[], opts: RunArgs): Promise<number> 
   const files = (opts.file ?? []).map(fileOf);
   const workload = await workloadOf(opts);
   const ctx = await commandContext(opts);
+  // through a daemon when one answers: it owns the pool; files, stdin and --strict need the
+  // standalone path (the API takes no files, stdin only whole, and always falls back)
+  if (!files.length && !opts.interactive && !opts.strict && opts.daemon !== false) {
+    const daemon = await daemonFor(ctx.settings, { warn: say });
+    if (daemon) return await runThroughDaemon(daemon, command, opts, workload);
+  }
   await requireLintClean(ctx, opts.config);
   const factory = await factoryFor(ctx.settings, ctx.store, { strict: opts.strict, log: say });
   const { runCommand } = await import("../lib/run/run_command.ts");
@@ -82,6 +91,46 @@ export async function runRun(command: string[], opts: RunArgs): Promise<number> 
     for (const remove of listeners) remove();
     await factory.close();
     await refillInBackground(factory.kind, opts.config);
+  }
+}
+
+/** `run` as one `POST /v1/run`; Ctrl-C closes the connection, and the daemon destroys the VM. */
+async function runThroughDaemon(
+  daemon: ApiClient,
+  command: string[],
+  opts: RunArgs,
+  workload: Awaited<ReturnType<typeof workloadOf>>,
+): Promise<number> {
+  let interrupted: RunInterrupted | undefined;
+  const listeners = (["SIGINT", "SIGTERM"] as const).map((signal) => {
+    const listener = () => {
+      interrupted = new RunInterrupted(signal);
+      daemon.close();
+    };
+    Deno.addSignalListener(signal, listener);
+    return () => Deno.removeSignalListener(signal, listener);
+  });
+  try {
+    const outcome = await daemon.run({
+      ...(opts.cpus ? { cpus: opts.cpus } : {}),
+      ...(opts.memory ? { memoryMiB: opts.memory } : {}),
+      ...workload,
+      cmd: command,
+      ...(opts.env?.length ? { env: opts.env } : {}),
+      ...(opts.workdir !== undefined ? { cwd: opts.workdir } : {}),
+      ...(opts.user !== undefined ? { user: opts.user } : {}),
+      ...(opts.timeout ? { timeoutS: opts.timeout } : {}),
+    }, {
+      stdout: (chunk) => writeAll(Deno.stdout, chunk),
+      stderr: (chunk) => writeAll(Deno.stderr, chunk),
+    }).catch((err) => {
+      throw interrupted ?? err;
+    });
+    if (outcome.timedOut) say(`vmfactory: killed after ${opts.timeout} s`);
+    return outcome.timedOut ? TIMED_OUT : outcome.exitCode;
+  } finally {
+    for (const remove of listeners) remove();
+    daemon.close();
   }
 }
 

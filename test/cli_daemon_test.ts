@@ -237,6 +237,16 @@ Deno.test("CLI through the real daemon: create, exec, list, destroy; SIGTERM sto
       [],
     );
 
+    // run: one POST /v1/run, streamed; the daemon makes the VM, runs the command, destroys it
+    const ran = await cli(["run", "--", "sh", "-c", "echo ran; echo err >&2; exit 7"]);
+    assert.equal(ran.code, 7, ran.stderr);
+    assert.equal(ran.stdout, "ran\n");
+    assert.match(ran.stderr, /err/);
+    assert.deepEqual(
+      JSON.parse((await cli(["vm", "list", "--json", "--no-daemon"])).stdout).vms,
+      [],
+    );
+
     serve.kill("SIGTERM");
     const status = await serve.status;
     assert.equal(status.code, 0, await log);

@@ -175,7 +175,12 @@ Deno.test("guest agent: boot, every operation, reconnect, garbage, idle cost", a
       "oops\n",
       false,
     ]);
-    await assert.rejects(client.exec(["no-such-command"]), /cannot run no-such-command: No such file/);
+    await assert.rejects(client.exec(["no-such-command"]), (err: unknown) => {
+      assert.ok(err instanceof AgentError);
+      assert.match(err.message, /cannot run no-such-command: No such file/);
+      assert.equal(err.exitCode, 127, "the CLI exits as a shell would");
+      return true;
+    });
     const limited = await client.exec({ shell: "head -c 100000 /dev/zero" }, { outputLimit: 1000 });
     assert.deepEqual([limited.stdout.length, limited.truncated], [1000, true]);
     await assert.rejects(client.exec(["true"], { outputLimit: -1 }), AgentError);

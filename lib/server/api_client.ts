@@ -17,7 +17,7 @@ import type { Settings } from "../config/settings.ts";
 import { errorMessage, UsageError, VmfactoryError } from "../errors.ts";
 import { parseRecord, type VmRecord } from "../vm/vm_record.ts";
 import { vmPaths } from "../vm/vm_paths.ts";
-import type { CreateVmBody, ExecBody } from "./api_bodies.ts";
+import type { CreateVmBody, ExecBody, RunBody } from "./api_bodies.ts";
 import type { ExecOutcome, ExecSink } from "./api_server.ts";
 
 /** Where {@link ApiClient.exec} writes the command's output as it arrives. */
@@ -159,6 +159,23 @@ export class ApiClient {
     return await this.#call(
       "POST",
       `/v1/vms/${encodeURIComponent(id)}/exec`,
+      { what, body: request, timeoutMs, accept: "application/x-ndjson" },
+      (res) => this.#readExecStream(res, what, output),
+    );
+  }
+
+  /**
+   * `POST /v1/run`, streamed (NDJSON): the daemon makes a VM, runs the command, writes its output
+   * to `output` as it arrives and destroys the VM (also when this client goes away: closing it
+   * ends the run). Returns how the command ended. Deadline as {@link ApiClient.exec}'s, plus the
+   * time to make the VM.
+   */
+  async run(request: RunBody, output: ExecOutput): Promise<ExecOutcome> {
+    const what = "run a command in a new VM through the daemon";
+    const timeoutMs = request.timeoutS ? request.timeoutS * 1000 + CREATE_TIMEOUT_MS : 0;
+    return await this.#call(
+      "POST",
+      "/v1/run",
       { what, body: request, timeoutMs, accept: "application/x-ndjson" },
       (res) => this.#readExecStream(res, what, output),
     );
