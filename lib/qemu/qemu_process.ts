@@ -19,8 +19,8 @@ import {
   identify,
   isAlive,
   parseIdentity,
-  programNameOf,
   type ProcessIdentity,
+  programNameOf,
   signalProcess,
   waitForExit,
 } from "../process_identity.ts";
