@@ -133,20 +133,19 @@ export class DaemonMetrics {
         for (const state of STATES) this.set({ state }, counts[state] ?? 0);
       },
     });
-    const pool = (
-      name: string,
-      help: string,
-      read: (p: NonNullable<ReturnType<MetricsSources["pool"]>>) => number,
-    ) =>
-      new Gauge({
-        name,
-        help,
-        registers,
-        collect() {
-          const p = sources.pool();
-          this.set(p ? read(p) : 0);
-        },
-      });
+    /** Gauges read from one source's view (0 while it has none). */
+    const gaugesOf =
+      <T>(view: () => T | undefined) => (name: string, help: string, read: (v: T) => number) =>
+        new Gauge({
+          name,
+          help,
+          registers,
+          collect() {
+            const v = view();
+            this.set(v ? read(v) : 0);
+          },
+        });
+    const pool = gaugesOf(() => sources.pool() ?? undefined);
     pool(
       "vmfactory_pool_ready",
       "Clones ready in the pool (0 without a template pool).",
@@ -160,20 +159,7 @@ export class DaemonMetrics {
       "Clones being made for the pool now.",
       (p) => p.making,
     );
-    const template = (
-      name: string,
-      help: string,
-      read: (t: NonNullable<ReturnType<MetricsSources["template"]>>) => number,
-    ) =>
-      new Gauge({
-        name,
-        help,
-        registers,
-        collect() {
-          const t = sources.template();
-          this.set(t ? read(t) : 0);
-        },
-      });
+    const template = gaugesOf(() => sources.template() ?? undefined);
     template(
       "vmfactory_template_ready",
       "1 while a fresh template serves clones.",

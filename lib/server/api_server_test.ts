@@ -19,30 +19,12 @@ import {
   type VmState,
 } from "./api_server.ts";
 
+import { fakeRecord } from "./_testing.ts";
+
 const CURL = "/usr/bin/curl";
 const PYTHON = "/usr/bin/python3";
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-function fakeRecord(id: string): VmRecord {
-  const dir = `/nonexistent/vms/${id}`;
-  return {
-    id,
-    pid: 4242,
-    startTime: 1,
-    source: "template",
-    cpus: 1,
-    memoryMiB: 256,
-    hostname: `vm-${id}`,
-    createdAt: new Date(0).toISOString(),
-    dir,
-    qmpSocket: `${dir}/qmp.sock`,
-    agentSocket: `${dir}/agent.sock`,
-    consoleLog: `${dir}/console.log`,
-    accel: "tcg",
-    timings: { totalMs: 3.5, phases: { claimMs: 1.5, personalizeMs: 2 } },
-  };
-}
 
 type Output = (sink: ExecSink, signal: AbortSignal) => Promise<ExecOutcome>;
 

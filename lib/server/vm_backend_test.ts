@@ -6,25 +6,10 @@ import type { VmRecord } from "../vm/vm_record.ts";
 import type { VmEntry, VmStore } from "../vm/vm_store.ts";
 import { ApiError } from "./api_error.ts";
 import { VmApiBackend } from "./vm_backend.ts";
+import { fakeRecord } from "./_testing.ts";
 
 function record(id: string): VmRecord {
-  const dir = `/nonexistent/vms/${id}`;
-  return {
-    id,
-    pid: 4242,
-    startTime: 1,
-    source: "template",
-    cpus: 1,
-    memoryMiB: 256,
-    hostname: `vm-${id}`,
-    createdAt: new Date(0).toISOString(),
-    dir,
-    qmpSocket: `${dir}/qmp.sock`,
-    agentSocket: `${dir}/agent.sock`,
-    consoleLog: `${dir}/console.log`,
-    accel: "tcg",
-    timings: { totalMs: 1, phases: {} },
-  };
+  return fakeRecord(id, { totalMs: 1, phases: {} });
 }
 
 /** A backend over a factory that hands out `made` (or throws `fail`) and a store in memory. */
