@@ -134,6 +134,44 @@ Deno.test("run: exit codes, timeout, Ctrl-C, images, env, files, stdin, network"
     }
   });
 
+  await t.step(
+    "three clones with --net: three MACs and addresses, each on its own NIC",
+    async () => {
+      const made = [];
+      try {
+        for (let i = 0; i < 3; i++) {
+          const res = await env.cli(["vm", "create", "--net", "--json"]);
+          assert.equal(res.code, 0, res.stderr);
+          made.push(JSON.parse(res.stdout));
+        }
+        const nets = made.map((r) => r.network);
+        assert.equal(new Set(nets.map((n) => n.mac)).size, 3, JSON.stringify(nets));
+        assert.equal(new Set(nets.map((n) => n.ip)).size, 3, JSON.stringify(nets));
+        for (const r of made) {
+          const shown = await env.cli([
+            "vm",
+            "exec",
+            r.id,
+            "--",
+            "sh",
+            "-c",
+            "ip -o -4 addr; cat /sys/class/net/eth0/address",
+          ]);
+          assert.equal(shown.code, 0, shown.stderr);
+          assert.match(shown.stdout, new RegExp(`inet ${r.network.ip.replaceAll(".", "\\.")}/`));
+          assert.match(shown.stdout, new RegExp(r.network.mac));
+        }
+        const listed = JSON.parse((await env.cli(["vm", "list", "--json"])).stdout).vms;
+        assert.deepEqual(
+          listed.map((v: { network: { mac: string } }) => v.network.mac).sort(),
+          nets.map((n) => n.mac).sort(),
+        );
+      } finally {
+        await Promise.all(made.map((r) => env.store.remove(r.id, ["owned"])));
+      }
+    },
+  );
+
   await t.step("Ctrl-C while the command runs: exit 130, no VM, no QEMU left", async () => {
     const child = spawnCli(env, ["run", "--", "sleep", "60"]);
     for (let i = 0; i < 600 && (await env.store.list()).length === 0; i++) {
