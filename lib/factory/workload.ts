@@ -52,6 +52,8 @@ export interface WorkloadPlan {
 const IMAGE_NAME = "image";
 /** Device ids of the hot-plugged disk and NIC. */
 const DISK_ID = "image0", NIC_ID = "net0";
+/** Phases of an image's conversion (the others are what a cache hit does too). */
+const CONVERSION_PHASES = new Set(["read", "unpack", "convert"]);
 /** The image file's name in QEMU's working folder while QEMU opens it. */
 const IMAGE_LINK = "image.erofs";
 
@@ -77,12 +79,16 @@ export async function planWorkload(
   let image: PreparedImage | undefined;
   if (request.image) {
     const { prepareImage } = await import("../image/prepare_image.ts");
-    let last = "";
+    let last = "", converting = false;
     image = await prepareImage(request.image, {
       cacheDir: options.imageCacheDir,
       maxBytes: options.maxImageBytes,
       onProgress: options.onProgress &&
         ((p) => {
+          // a cache hit only scans or hashes its REF: say nothing until the work is a conversion
+          if (!converting && !CONVERSION_PHASES.has(p.phase)) return;
+          if (!converting) options.onProgress!(`image: converting ${request.image}`);
+          converting = true;
           const line = `image: ${p.phase}${
             p.totalBytes ? ` ${Math.floor(100 * (p.bytes ?? 0) / p.totalBytes)}%` : ""
           }`;
