@@ -9,7 +9,8 @@
 import { VmfactoryError } from "../lib/errors.ts";
 import { factoryFor } from "../lib/factory/factory_for.ts";
 import type { RunFile } from "../lib/run/run_command.ts";
-import { type ApiClient, daemonFor } from "../lib/server/api_client.ts";
+import type { ApiClient } from "../lib/server/api_client.ts";
+import { daemonIfAny } from "../lib/server/daemon_socket.ts";
 import { commandContext, requireLintClean, say } from "./_context.ts";
 import { OptionError } from "./_usage.ts";
 import { copyProgress, refillInBackground, type WorkloadArgs, workloadOf, writeAll } from "./vm.ts";
@@ -56,7 +57,7 @@ export async function runRun(command: string[], opts: RunArgs): Promise<number> 
   // through a daemon when one answers: it owns the pool; files, stdin and --strict need the
   // standalone path (the API takes no files, stdin only whole, and always falls back)
   if (!files.length && !opts.interactive && !opts.strict && opts.daemon !== false) {
-    const daemon = await daemonFor(ctx.settings, { warn: say });
+    const daemon = await daemonIfAny(ctx.settings, { warn: say });
     if (daemon) return await runThroughDaemon(daemon, command, opts, workload);
   }
   await requireLintClean(ctx, opts.config);

@@ -9,7 +9,8 @@ import { errorMessage, UsageError } from "../lib/errors.ts";
 import { factoryFor } from "../lib/factory/factory_for.ts";
 import type { VmCreateArgs } from "./_fast_args.ts";
 import { AgentClient } from "../lib/guest/agent_client.ts";
-import { type ApiClient, daemonFor } from "../lib/server/api_client.ts";
+import type { ApiClient } from "../lib/server/api_client.ts";
+import { daemonIfAny } from "../lib/server/daemon_socket.ts";
 import { type ExecOverrides, execSettingsFor } from "../lib/vm/exec_settings.ts";
 import type { VmRecord } from "../lib/vm/vm_record.ts";
 import { type CommandContext, commandContext, ms, requireLintClean, say } from "./_context.ts";
@@ -27,7 +28,7 @@ interface DaemonOption {
 function daemonOf(ctx: CommandContext, opts: DaemonOption): Promise<ApiClient | undefined> {
   return opts.daemon === false
     ? Promise.resolve(undefined)
-    : daemonFor(ctx.settings, { warn: say });
+    : daemonIfAny(ctx.settings, { warn: say });
 }
 
 /** Runs `fn` with `daemon` and closes it. */

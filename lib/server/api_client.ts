@@ -17,6 +17,7 @@ import type { Settings } from "../config/settings.ts";
 import { errorMessage, UsageError, VmfactoryError } from "../errors.ts";
 import { parseRecord, type VmRecord } from "../vm/vm_record.ts";
 import { vmPaths } from "../vm/vm_paths.ts";
+import { daemonSocketPath } from "./daemon_socket.ts";
 import type { CreateVmBody, ExecBody, RunBody } from "./api_bodies.ts";
 import type { ExecOutcome, ExecSink } from "./api_server.ts";
 
@@ -314,15 +315,7 @@ export class ApiClient {
   }
 }
 
-/**
- * The daemon's socket for `settings`: env `VMFACTORY_SOCKET`, else `<state_dir>/vmfactory.sock`.
- */
-export function daemonSocketPath(
-  settings: Pick<Settings, "stateDir">,
-  env: Record<string, string | undefined> = { VMFACTORY_SOCKET: Deno.env.get("VMFACTORY_SOCKET") },
-): string {
-  return env.VMFACTORY_SOCKET || `${settings.stateDir}/vmfactory.sock`;
-}
+export { daemonSocketPath };
 
 /** Options of {@link daemonFor}. */
 export interface DaemonForOptions {
