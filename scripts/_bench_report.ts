@@ -281,6 +281,9 @@ function workloadLines(r: BenchResults): string[] {
     line("run -- true", w.runTrue),
     line("run --image -- true", w.runImage),
     line("run --net -- true", w.runNet),
+    `  the CLI \`run -- true\` to exit: p50 ${f1(w.cliRunTrue.p50)} ms = the library's ` +
+    `${f1(w.runTrue.p50)} ms + ${f1(w.cliRunTrue.p50 - w.runTrue.p50)} ms (a bare \`deno run\`: ` +
+    `${f1(r.paths.bareDenoRun.p50)} ms)`,
     `  an image adds ${f1(w.imageExtraMs)} ms, --net adds ${f1(w.netExtraMs)} ms; converting a ` +
     `${(w.conversion.bytes / 1e6).toFixed(0)} MB rootfs: ${f1(w.conversion.convertMs)} ms ` +
     `(${(w.conversion.imageBytes / 1e6).toFixed(1)} MB erofs), again from the cache ` +

@@ -15,6 +15,8 @@ import { type BenchRun, destroyVm, f1, phaseP50, type Stats, stats } from "./_be
 import type { TemplateKit } from "./bench_paths.ts";
 import type { VmRecord } from "../lib/vm/vm_record.ts";
 
+const ROOT = new URL("..", import.meta.url).pathname;
+
 /** One kind of `run`: its end-to-end figures and its records' phases. */
 export interface RunResult extends Stats {
   /** p50 of each phase of the records (`attachMs` is the QMP hot-plug). */
@@ -33,6 +35,8 @@ export interface WorkloadResult {
   netExtraMs: number;
   /** `runImage` p50 − `runTrue` p50. */
   imageExtraMs: number;
+  /** The CLI `run -- true` (standalone, pool refilled before each), spawn → exit. */
+  cliRunTrue: Stats;
   /** Converting the ~50 MB rootfs folder, and preparing it again (a cache hit). */
   conversion: { bytes: number; convertMs: number; cachedMs: number; imageBytes: number };
 }
@@ -115,7 +119,34 @@ export async function workloads(
   const runTrue = await runs(run, kit, store, {}, opts.runs, "-- true");
   const runImage = await runs(run, kit, store, { image: small }, opts.runs, "--image -- true");
   const runNet = await runs(run, kit, store, { net: "user" }, opts.runs, "--net -- true");
+  const cli: number[] = [];
+  for (let i = -1; i < Math.min(opts.runs, 5); i++) {
+    await run.helpersGone();
+    await kit.refill();
+    const t = performance.now();
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        `${ROOT}cmd/main.ts`,
+        "run",
+        "--no-daemon",
+        "--config",
+        run.configPath,
+        "--",
+        "true",
+      ],
+      env: { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1" },
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    if (!out.success) throw new Error(`run -- true: ${new TextDecoder().decode(out.stderr)}`);
+    if (i >= 0) cli.push(performance.now() - t);
+  }
+  await run.helpersGone();
+  run.say(`  CLI run -- true: p50 ${f1(stats(cli).p50)} ms`);
   return {
+    cliRunTrue: stats(cli),
     runTrue,
     runImage,
     runNet,
