@@ -10,7 +10,7 @@ import { VmfactoryError } from "../lib/errors.ts";
 import { factoryFor } from "../lib/factory/factory_for.ts";
 import type { RunFile } from "../lib/run/run_command.ts";
 import type { ApiClient } from "../lib/server/api_client.ts";
-import { daemonIfAny } from "../lib/server/daemon_socket.ts";
+import { daemonIfAny } from "./_daemon.ts";
 import { commandContext, requireLintClean, say } from "./_context.ts";
 import { OptionError } from "./_usage.ts";
 import { copyProgress, refillInBackground, type WorkloadArgs, workloadOf, writeAll } from "./vm.ts";

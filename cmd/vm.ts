@@ -10,7 +10,7 @@ import { factoryFor } from "../lib/factory/factory_for.ts";
 import type { VmCreateArgs } from "./_fast_args.ts";
 import { AgentClient } from "../lib/guest/agent_client.ts";
 import type { ApiClient } from "../lib/server/api_client.ts";
-import { daemonIfAny } from "../lib/server/daemon_socket.ts";
+import { daemonIfAny } from "./_daemon.ts";
 import { type ExecOverrides, execSettingsFor } from "../lib/vm/exec_settings.ts";
 import type { VmRecord } from "../lib/vm/vm_record.ts";
 import { type CommandContext, commandContext, ms, requireLintClean, say } from "./_context.ts";

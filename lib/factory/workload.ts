@@ -1,13 +1,15 @@
 /**
  * The workload step of the one factory: what a request asks for beyond a size — a container
  * image to run in, a network — planned before a VM is taken (an image is converted once and
- * cached) and attached after it runs (QMP hot-plug of a read-only disk and a NIC, then the guest
- * mounts the image and addresses the NIC in the same round of agent calls as personalization).
+ * cached) and attached after it runs (over QMP the image goes into the VM's CD drive and a NIC is
+ * hot-plugged, then the guest mounts the image and addresses the NIC in the same round of agent
+ * calls as personalization).
  * Nothing here is called outside {@link VmFactory}; the VM's record keeps what was attached.
  * @module
  */
 import { UsageError } from "../errors.ts";
 import type { AgentClient } from "../guest/agent_client.ts";
+import { CD_SERIAL } from "../guest/agent_payload.ts";
 import type { PreparedImage } from "../image/prepare_image.ts";
 import type { NetSpec } from "../net/net_spec.ts";
 import type { PortForward } from "../net/port_forward.ts";
@@ -48,10 +50,10 @@ export interface WorkloadPlan {
   forwards: PortForward[];
 }
 
-/** The guest-side name of a VM's image (`/run/vmf/<name>/root`) and its disk's serial. */
+/** The guest-side name of a VM's image (`/run/vmf/<name>/root`). */
 const IMAGE_NAME = "image";
-/** Device ids of the hot-plugged disk and NIC. */
-const DISK_ID = "image0", NIC_ID = "net0";
+/** Device id of the hot-plugged NIC. */
+const NIC_ID = "net0";
 /** Phases of an image's conversion (the others are what a cache hit does too). */
 const CONVERSION_PHASES = new Set(["read", "unpack", "convert"]);
 /** The image file's name in QEMU's working folder while QEMU opens it. */
@@ -110,8 +112,9 @@ export interface AttachedWorkload {
 }
 
 /**
- * Hot-plugs `plan`'s disk and NIC into the running VM in `paths` over QMP (its image linked into
- * QEMU's working folder for QEMU to open, then unlinked); returns what the guest must do next.
+ * Puts `plan`'s image into the CD drive of the running VM in `paths` and hot-plugs its NIC over
+ * QMP (the image linked into QEMU's working folder for QEMU to open, then unlinked); returns what
+ * the guest must do next. The image stays in until the VM ends.
  * Call after the VM resumed and before its record is committed; a failure leaves the VM to the
  * factory's cleanup.
  */
@@ -120,10 +123,11 @@ export async function attachWorkload(
   paths: VmPaths,
   options: WorkloadOptions,
 ): Promise<AttachedWorkload> {
-  const [{ QmpClient }, hotplug, { planNetwork }] = await Promise.all([
+  const [{ QmpClient }, hotplug, { planNetwork }, { IMAGE_CD_ID }] = await Promise.all([
     import("../qemu/qmp_client.ts"),
     import("../qemu/device_hotplug.ts"),
     import("../net/net_plan.ts"),
+    import("../qemu/qemu_command.ts"),
   ]);
   const network = plan.net &&
     planNetwork(paths.id, plan.net, {
@@ -144,12 +148,7 @@ export async function attachWorkload(
         await Deno.copyFile(plan.image!.path, link);
       });
       await Deno.chmod(link, 0o644); // QEMU's own user reads it; the cache above stays 0700
-      await hotplug.attachDisk(qmp, {
-        id: DISK_ID,
-        path: IMAGE_LINK,
-        readOnly: true,
-        serial: DISK_ID,
-      });
+      await hotplug.insertImage(qmp, { cdId: IMAGE_CD_ID, path: IMAGE_LINK });
     }
     if (plan.net && network) {
       await hotplug.attachNic(qmp, {
@@ -181,7 +180,7 @@ export async function attachWorkload(
     image,
     network: vmNetwork,
     async inGuest(agent) {
-      const mounted = image ? agent.mountImage(DISK_ID, IMAGE_NAME) : undefined;
+      const mounted = image ? agent.mountImage(CD_SERIAL, IMAGE_NAME) : undefined;
       if (network?.ip) {
         // resolv.conf goes into the image's root too, so wait for its mount first
         await mounted;

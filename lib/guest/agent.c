@@ -26,6 +26,8 @@
  * OP_STDIN, OP_CREDIT and OP_CANCEL name the exec by its request id and are not answered.
  * Waits for hot-plugged devices (mountImage, configureNet) do not block either: they are retried
  * on each kernel uevent (and every RESCAN_MS) until their device appears or their deadline passes.
+ * mountImage with the serial CD_SERIAL mounts the medium of the VM's CD drive instead (a
+ * virtio-scsi CD, present from boot; the host inserts the image): it waits for the medium alike.
  *
  * Idle costs nothing: while no host is connected the port reads EOF and polls HUP at once, so
  * the agent leaves it out of ppoll() and sleeps with SIGIO unblocked; the virtio_console driver
@@ -79,6 +81,7 @@
 #define MAX_DB (1u << 20) /* bytes of /etc/passwd or /etc/group read */
 #define MAX_NAME 64       /* an image name */
 #define MAX_SERIAL 20     /* a virtio disk serial */
+#define CD_SERIAL "cd"    /* mountImage's serial for the medium of the CD drive */
 #define MAX_WAITERS 8
 #define MAX_WAIT_MS 600000u
 #define RESCAN_MS 50
@@ -1043,6 +1046,33 @@ static int find_disk(const char *serial, char *dev, size_t cap) {
   return found;
 }
 
+/* The /dev node of the CD drive on virtio-scsi (the first sr disk there), once a medium is in:
+   opening an sr node for reading fails (ENOMEDIUM) while its tray is empty. */
+static int find_cd(char *dev, size_t cap) {
+  char path[300], target[300];
+  int found = 0;
+  DIR *d = opendir("/sys/block");
+  for (struct dirent *e; d && !found && (e = readdir(d));) {
+    if (strncmp(e->d_name, "sr", 2) || strlen(e->d_name) + 6 > cap) continue;
+    snprintf(path, sizeof path, "/sys/block/%s", e->d_name);
+    ssize_t n = readlink(path, target, sizeof target - 1);
+    if (n < 0) continue;
+    target[n] = 0;
+    if (!strstr(target, "/virtio")) continue;
+    memcpy(dev, "/dev/", 5);
+    strcpy(dev + 5, e->d_name);
+    int fd = open(dev, O_RDONLY | O_CLOEXEC);
+    if ((found = fd >= 0)) close(fd);
+  }
+  if (d) closedir(d);
+  return found;
+}
+
+/* The /dev node mountImage's `key` names: the CD drive's for CD_SERIAL, else the virtio disk's. */
+static int find_image(const char *key, char *dev, size_t cap) {
+  return strcmp(key, CD_SERIAL) ? find_disk(key, dev, cap) : find_cd(dev, cap);
+}
+
 /* The name of the network interface whose MAC is `mac` (lowercase). */
 static int find_nic(const char *mac, char *ifname, size_t cap) {
   char path[300], text[64];
@@ -1063,13 +1093,15 @@ static int find_nic(const char *mac, char *ifname, size_t cap) {
    answered. */
 static int try_waiter(const struct waiter *w, uint64_t now) {
   char dev[64], msg[160];
-  if (w->op == OP_MOUNT_IMAGE ? find_disk(w->key, dev, sizeof dev) : find_nic(w->key, dev, sizeof dev)) {
+  if (w->op == OP_MOUNT_IMAGE ? find_image(w->key, dev, sizeof dev) : find_nic(w->key, dev, sizeof dev)) {
     if (w->op == OP_MOUNT_IMAGE) mount_image(w, dev);
     else configure_net(w, dev);
     return 1;
   }
   if (now < w->deadline) return 0;
-  if (w->op == OP_MOUNT_IMAGE)
+  if (w->op == OP_MOUNT_IMAGE && !strcmp(w->key, CD_SERIAL))
+    snprintf(msg, sizeof msg, "mountImage: no medium in the CD drive within %u ms", w->wait_ms);
+  else if (w->op == OP_MOUNT_IMAGE)
     snprintf(msg, sizeof msg, "mountImage: no disk with serial %s appeared within %u ms", w->key, w->wait_ms);
   else
     snprintf(msg, sizeof msg, "configureNet: no interface with MAC %s appeared within %u ms", w->key, w->wait_ms);
@@ -1103,8 +1135,8 @@ static void start_waiter(const struct waiter *w) {
   serve_waiters(); /* closes the uevent socket when nothing waits */
 }
 
-/* payload: u32 wait ms, u64 bytes of the writable layer, (u32 len, disk serial), (u32 len, image
-   name). */
+/* payload: u32 wait ms, u64 bytes of the writable layer, (u32 len, disk serial or CD_SERIAL),
+   (u32 len, image name). */
 static void op_mount_image(uint32_t id, const unsigned char *p, size_t len) {
   struct reader r = {p, p + len, 0};
   struct waiter w = {.op = OP_MOUNT_IMAGE, .id = id};

@@ -61,6 +61,7 @@ export type {
   Personalization,
   Personalized,
 } from "./agent_payload.ts";
+export { CD_SERIAL } from "./agent_payload.ts";
 
 /** Output an exec keeps by default, stdout and stderr together (64 MiB). */
 export const DEFAULT_OUTPUT_LIMIT = 64 << 20;
@@ -388,12 +389,14 @@ export class AgentClient {
 
   /**
    * Mounts the erofs image on the hot-plugged virtio disk whose serial is `serial` (1 to 20 of
-   * A-Z a-z 0-9 _ -): the guest waits for the disk (`waitMs`), mounts it read-only at
+   * A-Z a-z 0-9 _ -), or with `serial` {@link CD_SERIAL} the medium in the VM's CD drive (put
+   * there with `insertImage`): the guest waits for the disk or medium (`waitMs`), mounts it read-only at
    * `/run/vmf/<name>/lower`, a tmpfs of `writableBytes` at `rw` and the overlay of the two at
    * `root`, with proc, sysfs, devtmpfs and a tmpfs /tmp in it, and /etc/resolv.conf and /etc/hosts
    * regular files there (writable: a symbolic link is replaced, a missing file created). `name`:
    * 1 to 64 of A-Z a-z 0-9 _ -, not in use. Resolves to the root, for {@link ExecOptions.root}.
-   * May be called once the agent answers; the disk may be hot-plugged before or after.
+   * May be called once the agent answers; the disk may be hot-plugged (the medium inserted)
+   * before or after.
    */
   async mountImage(serial: string, name: string, opts: MountImageOptions = {}): Promise<string> {
     const action = "mount an image in the guest";

@@ -351,6 +351,11 @@ function keyValues(payload: Uint8Array, action: string) {
 
 /** A disk serial as QEMU and virtio-blk carry it (at most 20 bytes). */
 const SERIAL = /^[A-Za-z0-9_-]{1,20}$/;
+/**
+ * The {@link MountImageRequest.serial} that names the VM's CD drive (`IMAGE_CD_ID` in
+ * `qemu_command.ts`) instead of a virtio disk: the guest mounts the medium the host inserted.
+ */
+export const CD_SERIAL = "cd";
 /** An image name: one path component under /run/vmf, never "." or "..". */
 const IMAGE_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 /** Longest wait for a device the agent accepts (10 minutes). */
@@ -358,7 +363,7 @@ export const MAX_DEVICE_WAIT_MS = 600_000;
 
 /** What {@link encodeMountImage} asks for. */
 export interface MountImageRequest {
-  /** Serial of the hot-plugged virtio disk holding the erofs image. */
+  /** Serial of the hot-plugged virtio disk holding the erofs image, or {@link CD_SERIAL}. */
   serial: string;
   /** The image's name in the guest: it is mounted under `/run/vmf/<name>/`. */
   name: string;
@@ -398,7 +403,7 @@ export function encodeUnmountImage(name: string): Uint8Array {
 export interface MountedImage {
   /** The image's root in the guest: `/run/vmf/<name>/root`. */
   root: string;
-  /** The disk it found, e.g. `/dev/vdb`. */
+  /** The disk it found, e.g. `/dev/vdb`, or the CD drive, e.g. `/dev/sr0`. */
   device: string;
 }
 
@@ -409,7 +414,7 @@ export function decodeMountedImage(payload: Uint8Array): MountedImage {
   if (!/^\/run\/vmf\/[A-Za-z0-9_-]{1,64}\/root$/.test(root)) {
     throw new PayloadError("decode the mountImage answer", `root ${JSON.stringify(root)}`);
   }
-  if (!/^\/dev\/vd[a-z]{1,4}$/.test(device)) {
+  if (!/^\/dev\/(vd[a-z]{1,4}|sr\d{1,3})$/.test(device)) {
     throw new PayloadError("decode the mountImage answer", `device ${JSON.stringify(device)}`);
   }
   return { root, device };

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import {
   AckFlag,
+  CD_SERIAL,
   decodeConfiguredNet,
   decodeExit,
   decodeHotplugged,
@@ -118,6 +119,11 @@ Deno.test("mountImage and unmountImage requests, and the answer", () => {
   assert.deepEqual(req.u32s(3), [5000, 2, 5]);
   assert.deepEqual([req.text(), req.text()], ["img-0", "app_1"]);
   assert.ok(req.done());
+  const cd = new FieldReader(
+    encodeMountImage({ serial: CD_SERIAL, name: "app", writableBytes: 1 << 20, waitMs: 0 }),
+  );
+  assert.deepEqual(cd.u32s(3), [0, 0, 1 << 20]);
+  assert.deepEqual([cd.text(), cd.text()], ["cd", "app"]);
   const ok = { serial: "s", name: "n", writableBytes: 1 << 20, waitMs: 0 };
   for (
     const bad of [
@@ -143,11 +149,17 @@ Deno.test("mountImage and unmountImage requests, and the answer", () => {
     root: "/run/vmf/app/root",
     device: "/dev/vdb",
   });
+  assert.deepEqual(decodeMountedImage(bytes("root=/run/vmf/app/root\ndevice=/dev/sr0\n")), {
+    root: "/run/vmf/app/root",
+    device: "/dev/sr0",
+  });
   for (
     const bad of [
       "root=/etc\ndevice=/dev/vdb\n",
       "root=/run/vmf/../root\ndevice=/dev/vdb\n",
       "root=/run/vmf/app/root\ndevice=/dev/sda\n",
+      "root=/run/vmf/app/root\ndevice=/dev/sr\n",
+      "root=/run/vmf/app/root\ndevice=/dev/sr0/../vda\n",
       "root=/run/vmf/app/root\n",
     ]
   ) {

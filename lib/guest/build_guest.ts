@@ -18,12 +18,16 @@ const BUILDER_VERSION = 3;
 const BUSYBOX = "/bin/busybox";
 /**
  * virtio_console and the PCI transport (the console does not depend on it); the disk, network and
- * filesystems a workload's image and NIC need (hot-plugged after a clone resumes: loaded at the
- * template's boot, so no clone pays for loading them).
+ * filesystems a workload's image and NIC need, all loaded at the template's boot so that no clone
+ * pays for loading them: virtio_scsi and sr_mod (with scsi_mod, scsi_common and cdrom from
+ * modules.dep) for the empty CD drive every VM has, where a clone's image goes in; virtio_blk for
+ * disks hot-plugged later; virtio_net for a hot-plugged NIC.
  */
 const GUEST_MODULES = [
   "virtio_pci",
   "virtio_console",
+  "virtio_scsi",
+  "sr_mod",
   "virtio_blk",
   "virtio_net",
   "crc32c_generic", // libcrc32c (erofs) needs a crc32c implementation: a soft dependency

@@ -5,6 +5,7 @@ import {
   attachNic,
   detachDisk,
   detachNic,
+  insertImage,
   type NicAttachment,
   type QmpSession,
 } from "./device_hotplug.ts";
@@ -119,6 +120,40 @@ Deno.test("attachDisk: malformed attachments are refused before QEMU sees them",
     const qmp = new FakeQmp();
     await assert.rejects(attachDisk(qmp, disk), RangeError, JSON.stringify(disk));
     assert.deepEqual(qmp.sent, []);
+  }
+});
+
+Deno.test("insertImage: one blockdev-change-medium, read-only raw, into the CD drive", async () => {
+  const qmp = new FakeQmp();
+  await insertImage(qmp, { cdId: "cd0", path: "image.erofs" });
+  assert.deepEqual(qmp.sent, [
+    ["blockdev-change-medium", {
+      id: "cd0",
+      filename: "image.erofs",
+      format: "raw",
+      "read-only-mode": "read-only",
+    }],
+  ]);
+  const failing = new FakeQmp();
+  failing.failures.set(
+    "blockdev-change-medium",
+    new QmpError("blockdev-change-medium", "GenericError", "Could not open 'image.erofs'"),
+  );
+  await assert.rejects(insertImage(failing, { cdId: "cd0", path: "image.erofs" }), (err: Error) => {
+    assert.ok(err instanceof VmfactoryError);
+    assert.equal(err.message, "Cannot insert an image into cd0: Could not open 'image.erofs'");
+    assert.ok(err.cause instanceof QmpError);
+    return true;
+  });
+  for (
+    const bad of [{ cdId: "0cd", path: "a" }, { cdId: "cd0", path: "" }, {
+      cdId: "cd0",
+      path: "a\nb",
+    }]
+  ) {
+    const q = new FakeQmp();
+    await assert.rejects(insertImage(q, bad), RangeError, JSON.stringify(bad));
+    assert.deepEqual(q.sent, []);
   }
 });
 

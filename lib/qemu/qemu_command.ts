@@ -13,6 +13,14 @@ export type Accel = "kvm" | "tcg";
 /** Name of the virtio-serial port the guest agent listens on (`/dev/virtio-ports/<name>`). */
 export const AGENT_PORT_NAME = "org.vmfactory.agent";
 
+/**
+ * Id of the empty CD drive (`scsi-cd` on a virtio-scsi controller) every VM with an agent has: a
+ * workload's image goes in with `insertImage` (`device_hotplug.ts`), which the guest sees at once,
+ * where a hot-plugged PCI disk takes it ~0.2 s under TCG to discover. Present from the template's
+ * boot, so its drivers are bound and the migration stream carries it.
+ */
+export const IMAGE_CD_ID = "cd0";
+
 /** Guest RAM: anonymous memory, or a file mapping (`share: true` for a template, false for a clone). */
 export type QemuMemory = { kind: "anonymous" } | { kind: "file"; path: string; share: boolean };
 
@@ -50,7 +58,10 @@ export interface QemuSpec {
   append?: string;
   /** QMP Unix socket path (QEMU listens, never waits for a client). */
   qmpSocket: string;
-  /** Unix socket of the guest agent's virtio-serial port; omitted = no agent port. */
+  /**
+   * Unix socket of the guest agent's virtio-serial port; omitted = no agent port (and no CD
+   * drive {@link IMAGE_CD_ID}).
+   */
   agentSocket?: string;
   /**
    * Bytes of serial console (ttyS0) QEMU keeps, newest last, in a ring read with QMP
@@ -223,6 +234,7 @@ function consoleArgs(spec: QemuSpec): string[] {
   ];
 }
 
+/** The agent's virtio-serial port, and the empty CD drive the agent mounts images from. */
 function agentArgs(spec: QemuSpec): string[] {
   if (!spec.agentSocket) return [];
   return [
@@ -234,6 +246,10 @@ function agentArgs(spec: QemuSpec): string[] {
       [["bus", "vser0.0"], ["chardev", "agent"], ["name", AGENT_PORT_NAME]],
       "virtserialport",
     ),
+    "-device",
+    "virtio-scsi-pci,id=scsi0",
+    "-device",
+    opts([["bus", "scsi0.0"], ["id", IMAGE_CD_ID]], "scsi-cd"),
   ];
 }
 

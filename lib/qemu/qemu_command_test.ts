@@ -1,6 +1,12 @@
 import { DEFAULT_QEMU_PATH } from "../config/builtin_default.ts";
 import assert from "node:assert/strict";
-import { buildQemuArgs, consoleRingSize, type QemuSpec, sandboxArgs } from "./qemu_command.ts";
+import {
+  buildQemuArgs,
+  consoleRingSize,
+  IMAGE_CD_ID,
+  type QemuSpec,
+  sandboxArgs,
+} from "./qemu_command.ts";
 
 const base: QemuSpec = {
   binary: DEFAULT_QEMU_PATH,
@@ -50,6 +56,10 @@ const guest = [
   "socket,id=agent,path=/run/vmf/vm1/agent.sock,server=on,wait=off",
   "-device",
   "virtserialport,bus=vser0.0,chardev=agent,name=org.vmfactory.agent",
+  "-device",
+  "virtio-scsi-pci,id=scsi0",
+  "-device",
+  `scsi-cd,bus=scsi0.0,id=${IMAGE_CD_ID}`,
 ];
 
 const templateSpec: QemuSpec = {

@@ -1,6 +1,6 @@
 /**
- * Where the daemon of a state directory listens, and whether anything is there: cheap enough for
- * every CLI call (no client is loaded when no socket exists).
+ * Where the daemon of a state directory listens: cheap enough for every CLI call, which looks
+ * there before it loads the client.
  * @module
  */
 import type { Settings } from "../config/settings.ts";
@@ -13,21 +13,4 @@ export function daemonSocketPath(
   env: Record<string, string | undefined> = { VMFACTORY_SOCKET: Deno.env.get("VMFACTORY_SOCKET") },
 ): string {
   return env.VMFACTORY_SOCKET || `${settings.stateDir}/vmfactory.sock`;
-}
-
-/**
- * A client of the daemon for `settings` when one answers (see `daemonFor` in api_client.ts);
- * one `lstat` and nothing loaded when there is no socket file.
- */
-export async function daemonIfAny(
-  settings: Pick<Settings, "stateDir">,
-  options: { warn?: (line: string) => void } = {},
-): Promise<import("./api_client.ts").ApiClient | undefined> {
-  try {
-    Deno.lstatSync(daemonSocketPath(settings));
-  } catch {
-    return undefined;
-  }
-  const { daemonFor } = await import("./api_client.ts");
-  return await daemonFor(settings, options);
 }
