@@ -319,7 +319,10 @@ export { daemonSocketPath };
 
 /** Options of {@link daemonFor}. */
 export interface DaemonForOptions {
-  /** How long `GET /healthz` may take (ms); default 200. */
+  /**
+   * How long `GET /healthz` may take (ms); default 2000. A stale socket refuses at once; a live
+   * daemon on a loaded host may take longer than a fast answer, and is still the one to use.
+   */
   healthTimeoutMs?: number;
   /** Where a socket that is not trusted is reported (default: nowhere). */
   warn?: (line: string) => void;
@@ -330,7 +333,7 @@ export interface DaemonForOptions {
 /**
  * A client of the daemon for `settings` when one answers: its socket ({@link daemonSocketPath})
  * exists, is a socket owned by this user or root in a folder no one else may write to, and
- * `GET /healthz` answers `{"ok": true}` within 200 ms. Otherwise undefined (no daemon, a stale
+ * `GET /healthz` answers `{"ok": true}` within 2 s. Otherwise undefined (no daemon, a stale
  * socket, a daemon draining or not ready), and the caller works without it. With no socket this
  * costs one `lstat`. The caller closes the client.
  */
@@ -351,7 +354,7 @@ export async function daemonFor(
     return undefined;
   }
   const client = new ApiClient(socketPath);
-  if (await client.healthy(options.healthTimeoutMs ?? 200)) return client;
+  if (await client.healthy(options.healthTimeoutMs ?? 2000)) return client;
   client.close();
   return undefined;
 }
