@@ -34,6 +34,12 @@ async function daemonEnv() {
     routes: () => daemon.calls.map((c) => c.route).filter((r) => r !== "GET /healthz"),
     async [Symbol.asyncDispose]() {
       await daemon.close();
+      // a CLI that missed the daemon made a VM of its own: never leave its QEMU behind
+      for (const pid of qemuPidsWith(dir)) {
+        try {
+          Deno.kill(pid, "SIGKILL");
+        } catch { /* gone */ }
+      }
       await Deno.remove(dir, { recursive: true });
     },
   };
