@@ -3,7 +3,9 @@ import type { CommandUnknownOpts } from "@commander-js/extra-typings";
 import {
   COMMANDER_ONLY_OPTIONS,
   type FastOption,
+  parseRun,
   parseVmCreate,
+  RUN_OPTIONS,
   VM_CREATE_OPTIONS,
 } from "./_fast_args.ts";
 import { buildProgram } from "./program.ts";
@@ -179,5 +181,94 @@ Deno.test("parseVmCreate gives what commander gives, or leaves the arguments to 
   ];
   for (const args of [...wrong, ...BAD_VALUES]) {
     assert.ok((await commanderParse(args)).error?.startsWith("commander."), args.join(" "));
+  }
+});
+
+/** `run` as `program.ts` declares it, with its action replaced and its output silenced. */
+function runCommand(onAction: (command: unknown, opts: unknown) => void) {
+  const program = buildProgram() as unknown as CommandUnknownOpts;
+  const run = program.commands.find((c) => c.name() === "run");
+  assert.ok(run, "program.ts declares run");
+  run.action((...args) => onAction(args[0], args[1]));
+  run.configureOutput({ writeOut: () => {}, writeErr: () => {}, outputError: () => {} });
+  return { program, run };
+}
+
+Deno.test("parseRun knows exactly the flags program.ts declares for run", () => {
+  const { run } = runCommand(() => {});
+  const declared: Record<string, { key: string; value: string }> = {};
+  for (const option of run.options) {
+    assert.equal(option.defaultValue, undefined, `${option.flags}: no defaults`);
+    let parsed: unknown;
+    try {
+      parsed = option.parseArg?.("x", undefined as unknown as string); // a list: repeatable
+    } catch {
+      parsed = undefined; // a checked value: "x" is no number
+    }
+    const value = option.negate
+      ? "negate"
+      : option.optional
+      ? "optional"
+      : !option.required
+      ? "none"
+      : Array.isArray(parsed)
+      ? "repeat"
+      : option.parseArg
+      ? "checked"
+      : "string";
+    for (const flag of [option.long, option.short]) {
+      if (flag) declared[flag] = { key: option.attributeName(), value };
+    }
+  }
+  const fast = Object.fromEntries(
+    Object.entries(RUN_OPTIONS).map((
+      [flag, { key, value }],
+    ) => [flag, { key, value: typeof value === "function" ? "checked" : value }]),
+  );
+  assert.deepEqual(fast, declared);
+});
+
+Deno.test("parseRun gives what commander gives, or leaves the arguments to commander", async () => {
+  const commander = async (args: string[]) => {
+    let got: unknown;
+    const { program } = runCommand((command, opts) => got = { command, opts });
+    try {
+      await program.parseAsync(["run", ...args], { from: "user" });
+      return got;
+    } catch (err) {
+      return { error: (err as { code?: string }).code ?? String(err) };
+    }
+  };
+  const taken = [
+    [],
+    ["--", "true"],
+    ["--", "sh", "-c", "exit 7"],
+    ["--image", "/rootfs", "--", "cat", "/etc/os-release"],
+    ["--net", "--", "true"],
+    ["--net", "user", "-p", "8080:80", "-p", "8443:443", "--", "httpd", "-f"],
+    ["--net=tap:tap0", "--", "true"],
+    ["--net", "--image", "/r"],
+    ["-e", "A=1", "--env", "B=2", "-w", "/app", "-u", "app", "--", "env"],
+    ["--file", "./a:/a", "--file=./b:/b", "-i", "--progress", "--", "sh", "/a"],
+    ["--timeout", "5", "--cpus", "2", "--memory", "512", "--strict", "--", "sleep", "1"],
+    ["--no-daemon", "-c", "/x.toml", "--", "true"],
+    ["--", "--help"],
+  ];
+  const left = [
+    ["--help"],
+    ["--bogus", "--", "true"],
+    ["true"],
+    ["--image", "/a", "--image", "/b", "--", "true"],
+    ["--timeout", "0", "--", "true"],
+    ["--cpus", "two", "--", "true"],
+    ["--image"],
+    ["-p8080:80", "--", "true"],
+    ["--interactive=yes", "--", "true"],
+  ];
+  for (const args of [...taken, ...left]) {
+    const fast = parseRun(["run", ...args]);
+    const what = `run ${args.join(" ")}`;
+    assert.equal(fast !== undefined, taken.includes(args), `${what}: taken by the fast parser`);
+    if (fast) assert.deepEqual(await commander(args), fast, what);
   }
 });

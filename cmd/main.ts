@@ -1,12 +1,12 @@
 /**
- * Entry point of the `vmfactory` command line. `vm create` — the command users script, on the
- * clone hot path — is parsed by a small strict parser so it does not pay commander's start-up
+ * Entry point of the `vmfactory` command line. `vm create` and `run` — the commands users script,
+ * on the clone hot path — are parsed by a small strict parser so they do not pay commander's start-up
  * (~60 ms, measured); anything it does not recognise, including `--help`, goes to the full
  * commander program in `program.ts`, which owns help texts and usage errors.
  * @module
  */
 import { errorMessage, VmfactoryError } from "../lib/errors.ts";
-import { parseVmCreate } from "./_fast_args.ts";
+import { parseRun, parseVmCreate } from "./_fast_args.ts";
 import { OptionError, USAGE_HINT } from "./_usage.ts";
 
 /**
@@ -20,6 +20,11 @@ export async function main(args: string[]): Promise<number> {
     if (create) {
       const { runVmCreate } = await import("./vm.ts");
       return await runVmCreate(create);
+    }
+    const run = parseRun(args);
+    if (run) {
+      const { runRun } = await import("./run.ts");
+      return await runRun(run.command, run.opts);
     }
     const { runProgram } = await import("./program.ts");
     return await runProgram(args);
