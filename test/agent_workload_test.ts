@@ -284,7 +284,7 @@ Deno.test("agent workloads: exec options, streamed stdin, backpressure, hot-plug
       driver: "virtio-net-pci",
       netdev: "net0",
       mac: MAC,
-      id: "nic0",
+      id: "hpnic0",
     });
     t = performance.now();
     const ifname = await agent.configureNet({

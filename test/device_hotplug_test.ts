@@ -85,7 +85,7 @@ Deno.test("hot-plug: an erofs disk and a user NIC with a forward into template c
 
     await t.step("the NIC has the planned MAC; busybox ip configures the plan", async () => {
       await attachNic(qmpA, {
-        id: "nic0",
+        id: "hpnic0",
         mac: planA.mac,
         backend: {
           kind: "user",
@@ -93,14 +93,14 @@ Deno.test("hot-plug: an erofs disk and a user NIC with a forward into template c
           hostForwards: [{ hostAddr: "127.0.0.1", hostPort, guestPort: 80, proto: "tcp" }],
         },
       });
-      await sh(agentA, waitFor("[ -e /sys/class/net/eth0 ]"));
-      assert.equal(await sh(agentA, "cat /sys/class/net/eth0/address"), planA.mac);
+      await sh(agentA, waitFor("[ -e /sys/class/net/eth1 ]"));
+      assert.equal(await sh(agentA, "cat /sys/class/net/eth1/address"), planA.mac);
       await sh(
         agentA,
-        `ip link set eth0 up && ip addr add ${planA.ip}/${planA.prefix} dev eth0 && ` +
+        `ip link set eth1 up && ip addr add ${planA.ip}/${planA.prefix} dev eth1 && ` +
           `ip route add default via ${planA.gateway}`,
       );
-      assert.match(await sh(agentA, "ip -4 addr show eth0"), new RegExp(`inet ${planA.ip}/24`));
+      assert.match(await sh(agentA, "ip -4 addr show eth1"), new RegExp(`inet ${planA.ip}/24`));
     });
 
     await t.step("the guest reaches the host's server through its gateway", async () => {
@@ -133,22 +133,22 @@ Deno.test("hot-plug: an erofs disk and a user NIC with a forward into template c
       const agentB = await AgentClient.connect(b.agentSocket, { timeoutMs: 20_000 });
       opened.push(qmpB, agentB);
       await attachNic(qmpB, {
-        id: "nic0",
+        id: "hpnic0",
         mac: planB.mac,
         backend: { kind: "user", net: planB.net, hostForwards: [] },
       });
-      await sh(agentB, waitFor("[ -e /sys/class/net/eth0 ]"));
-      await sh(agentB, `ip link set eth0 up && ip addr add ${planB.ip}/24 dev eth0`);
-      assert.equal(await sh(agentB, "cat /sys/class/net/eth0/address"), planB.mac);
-      assert.match(await sh(agentB, "ip -4 addr show eth0"), new RegExp(`inet ${planB.ip}/24`));
+      await sh(agentB, waitFor("[ -e /sys/class/net/eth1 ]"));
+      await sh(agentB, `ip link set eth1 up && ip addr add ${planB.ip}/24 dev eth1`);
+      assert.equal(await sh(agentB, "cat /sys/class/net/eth1/address"), planB.mac);
+      assert.match(await sh(agentB, "ip -4 addr show eth1"), new RegExp(`inet ${planB.ip}/24`));
     });
 
     await t.step("detaching removes the devices and closes the forward", async () => {
       await sh(agentA, "umount /mnt/img");
       await detachDisk(qmpA, "img0");
-      await detachNic(qmpA, "nic0");
+      await detachNic(qmpA, "hpnic0");
       const left = "ls /sys/class/net; ! grep -qx img0 /sys/block/*/serial 2>/dev/null";
-      assert.equal(await sh(agentA, left), "lo");
+      assert.equal(await sh(agentA, left), "eth0\nlo"); // the built-in NIC stays
       await assert.rejects(fetch(`http://127.0.0.1:${hostPort}/index.html`));
     });
   } finally {

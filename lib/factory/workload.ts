@@ -1,8 +1,9 @@
 /**
  * The workload step of the one factory: what a request asks for beyond a size — a container
  * image to run in, a network — planned before a VM is taken (an image is converted once and
- * cached) and attached after it runs (over QMP the image goes into the VM's CD drive and a NIC is
- * hot-plugged, then the guest mounts the image and addresses the NIC in the same round of agent
+ * cached) and attached after it runs (over QMP the image goes into the VM's CD drive and a
+ * backend is connected to its built-in NIC's hub — nothing for the guest to discover — then the
+ * guest mounts the image and gives the NIC the VM's MAC and address in the same round of agent
  * calls as personalization).
  * Nothing here is called outside {@link VmFactory}; the VM's record keeps what was attached.
  * @module
@@ -52,8 +53,8 @@ export interface WorkloadPlan {
 
 /** The guest-side name of a VM's image (`/run/vmf/<name>/root`). */
 const IMAGE_NAME = "image";
-/** Device id of the hot-plugged NIC. */
-const NIC_ID = "net0";
+/** Id of the backend connected to the built-in NIC's hub (its netdev is `net0-net`). */
+const NIC_BACKEND_ID = "net0";
 /** Phases of an image's conversion (the others are what a cache hit does too). */
 const CONVERSION_PHASES = new Set(["read", "unpack", "convert"]);
 /** The image file's name in QEMU's working folder while QEMU opens it. */
@@ -112,8 +113,8 @@ export interface AttachedWorkload {
 }
 
 /**
- * Puts `plan`'s image into the CD drive of the running VM in `paths` and hot-plugs its NIC over
- * QMP (the image linked into QEMU's working folder for QEMU to open, then unlinked); returns what
+ * Puts `plan`'s image into the CD drive of the running VM in `paths` and connects its network to
+ * the built-in NIC over QMP (the image linked into QEMU's working folder for QEMU to open, then unlinked); returns what
  * the guest must do next. The image stays in until the VM ends.
  * Call after the VM resumed and before its record is committed; a failure leaves the VM to the
  * factory's cleanup.
@@ -123,7 +124,7 @@ export async function attachWorkload(
   paths: VmPaths,
   options: WorkloadOptions,
 ): Promise<AttachedWorkload> {
-  const [{ QmpClient }, hotplug, { planNetwork }, { IMAGE_CD_ID }] = await Promise.all([
+  const [{ QmpClient }, hotplug, { planNetwork }, { IMAGE_CD_ID, NIC_HUB_ID }] = await Promise.all([
     import("../qemu/qmp_client.ts"),
     import("../qemu/device_hotplug.ts"),
     import("../net/net_plan.ts"),
@@ -151,9 +152,9 @@ export async function attachWorkload(
       await hotplug.insertImage(qmp, { cdId: IMAGE_CD_ID, path: IMAGE_LINK });
     }
     if (plan.net && network) {
-      await hotplug.attachNic(qmp, {
-        id: NIC_ID,
-        mac: network.mac,
+      await hotplug.connectNic(qmp, {
+        id: NIC_BACKEND_ID,
+        hubId: NIC_HUB_ID,
         backend: plan.net.kind === "user"
           ? { kind: "user", hostForwards: plan.forwards, net: network.net }
           : { kind: "tap", ifname: plan.net.ifname },

@@ -431,8 +431,9 @@ export class AgentClient {
   }
 
   /**
-   * Configures the hot-plugged NIC whose MAC is `net.mac`: the guest waits for it (`waitMs`),
-   * brings lo and it up with the address, replaces the default route (when a gateway is given)
+   * Configures the NIC whose MAC is `net.mac` — else the VM's built-in NIC (still
+   * `BUILTIN_NIC_MAC` of `qemu_command.ts`), which gets that MAC: the guest waits for one
+   * (`waitMs`; a hot-plugged NIC takes a moment to appear), brings lo and it up with the address, replaces the default route (when a gateway is given)
    * and writes /etc/resolv.conf (when DNS servers are given) in the guest and in `net.image`'s
    * root. Resolves to the interface's name (e.g. "eth0").
    */

@@ -49,6 +49,7 @@ export const AGENT_SOURCE: string = `/*
 #include <linux/netlink.h>
 #include <linux/random.h>
 #include <net/if.h>
+#include <net/if_arp.h>
 #include <net/route.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -90,6 +91,7 @@ export const AGENT_SOURCE: string = `/*
 #define MAX_NAME 64       /* an image name */
 #define MAX_SERIAL 20     /* a virtio disk serial */
 #define CD_SERIAL "cd"    /* mountImage's serial for the medium of the CD drive */
+#define BUILTIN_NIC_MAC "02:00:00:00:00:00" /* the NIC every VM has from boot, until addressed */
 #define MAX_WAITERS 8
 #define MAX_WAIT_MS 600000u
 #define RESCAN_MS 50
@@ -1097,11 +1099,39 @@ static int find_nic(const char *mac, char *ifname, size_t cap) {
   return found;
 }
 
+/* Gives the interface \`ifname\` the MAC \`mac\` ("aa:bb:cc:dd:ee:ff"); -1 with errno on failure. */
+static int set_mac(const char *ifname, const char *mac) {
+  struct ifreq ifr = {0};
+  unsigned b[6];
+  if (sscanf(mac, "%2x:%2x:%2x:%2x:%2x:%2x", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5]) != 6) {
+    errno = EINVAL;
+    return -1;
+  }
+  strcpy(ifr.ifr_name, ifname);
+  ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+  for (int i = 0; i < 6; i++) ifr.ifr_hwaddr.sa_data[i] = (char)b[i];
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return -1;
+  int r = ioctl(s, SIOCSIFHWADDR, &ifr);
+  int saved = errno;
+  close(s);
+  errno = saved;
+  return r;
+}
+
+/* The interface configureNet means by \`mac\`: the one with that MAC, else the VM's built-in NIC
+   (still BUILTIN_NIC_MAC), which then gets \`mac\`. */
+static int find_nic_for(const char *mac, char *ifname, size_t cap) {
+  if (find_nic(mac, ifname, cap)) return 1;
+  return find_nic(BUILTIN_NIC_MAC, ifname, cap) && set_mac(ifname, mac) == 0;
+}
+
 /* Runs \`w\` when its device is there, or fails it once its deadline passed: returns 1 when it
    answered. */
 static int try_waiter(const struct waiter *w, uint64_t now) {
   char dev[64], msg[160];
-  if (w->op == OP_MOUNT_IMAGE ? find_image(w->key, dev, sizeof dev) : find_nic(w->key, dev, sizeof dev)) {
+  if (w->op == OP_MOUNT_IMAGE ? find_image(w->key, dev, sizeof dev)
+                             : find_nic_for(w->key, dev, sizeof dev)) {
     if (w->op == OP_MOUNT_IMAGE) mount_image(w, dev);
     else configure_net(w, dev);
     return 1;

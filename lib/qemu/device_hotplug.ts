@@ -221,6 +221,42 @@ export async function attachNic(qmp: QmpSession, nic: NicAttachment): Promise<vo
   );
 }
 
+/** What {@link connectNic} connects to the built-in NIC's hub. */
+export interface HubConnection {
+  /** Id of the backend (a letter, then letters, digits, `-`, `_`); its netdev is `<id>-net`. */
+  id: string;
+  /** QEMU network hub of the NIC (`NIC_HUB_ID` of `qemu_command.ts`). */
+  hubId: number;
+  /** What the NIC gets connected to. */
+  backend: NicBackend;
+}
+
+/**
+ * Connects a backend to the network hub of a NIC the VM has from boot: `netdev_add` (user-mode or
+ * the tap, as {@link attachNic}), then a `hubport` on the hub with that netdev, so the NIC reaches
+ * it at once (nothing is hot-plugged; the guest sees only its link carry traffic). Throws a
+ * {@link VmfactoryError} "Cannot connect NIC backend <id>: <QEMU's reason>" (the netdev removed
+ * again when the port failed), a `RangeError` for a malformed connection.
+ */
+export async function connectNic(qmp: QmpSession, hub: HubConnection): Promise<void> {
+  checkId(hub.id);
+  check(Number.isInteger(hub.hubId) && hub.hubId >= 0 && hub.hubId < 1024, "hub id", hub.hubId);
+  const netdev = `${hub.id}-net`;
+  const args = netdevArgs(netdev, hub.backend);
+  await twoSteps(
+    `connect NIC backend ${hub.id}`,
+    () => qmp.execute("netdev_add", args),
+    () =>
+      qmp.execute("netdev_add", {
+        type: "hubport",
+        id: `${hub.id}-port`,
+        hubid: hub.hubId,
+        netdev,
+      }),
+    () => qmp.execute("netdev_del", { id: netdev }),
+  );
+}
+
 /**
  * Asks the guest to release device `id` (`device_del`) and waits for QEMU's `DEVICE_DELETED`;
  * a device that is already gone counts as released.

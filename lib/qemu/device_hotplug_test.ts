@@ -3,6 +3,7 @@ import { VmfactoryError } from "../errors.ts";
 import {
   attachDisk,
   attachNic,
+  connectNic,
   detachDisk,
   detachNic,
   insertImage,
@@ -190,6 +191,42 @@ Deno.test("attachNic: user-mode netdev with IPv4 only and the forwards, then vir
       romfile: "",
     }],
   ]);
+});
+
+Deno.test("connectNic: the backend, then a hub port with it on the built-in NIC's hub", async () => {
+  const qmp = new FakeQmp();
+  await connectNic(qmp, {
+    id: "net0",
+    hubId: 0,
+    backend: { kind: "user", net: "10.64.3.0/24", hostForwards: [FWD] },
+  });
+  assert.deepEqual(qmp.sent, [
+    ["netdev_add", {
+      type: "user",
+      id: "net0-net",
+      net: "10.64.3.0/24",
+      ipv6: false,
+      hostfwd: [{ str: "tcp:127.0.0.1:8080-:80" }],
+    }],
+    ["netdev_add", { type: "hubport", id: "net0-port", hubid: 0, netdev: "net0-net" }],
+  ]);
+  // a port that cannot be made takes its backend with it
+  const failing = new FakeQmp();
+  let calls = 0;
+  const execute = failing.execute.bind(failing);
+  failing.execute = <T>(command: string, args?: Record<string, unknown>) =>
+    command === "netdev_add" && ++calls === 2
+      ? Promise.reject(new QmpError("netdev_add", "GenericError", "no such hub"))
+      : execute<T>(command, args);
+  await assert.rejects(
+    connectNic(failing, { id: "net0", hubId: 0, backend: { kind: "tap", ifname: "tap0" } }),
+    (err: unknown) => err instanceof VmfactoryError && /connect NIC backend net0/.test(err.message),
+  );
+  assert.deepEqual(failing.sent.at(-1), ["netdev_del", { id: "net0-net" }]);
+  await assert.rejects(
+    connectNic(qmp, { id: "net0", hubId: -1, backend: { kind: "tap", ifname: "t" } }),
+    RangeError,
+  );
 });
 
 Deno.test("attachNic: QEMU's default network when none is given; a tap without scripts", async () => {

@@ -21,6 +21,19 @@ export const AGENT_PORT_NAME = "org.vmfactory.agent";
  */
 export const IMAGE_CD_ID = "cd0";
 
+/**
+ * The NIC every VM with an agent has from boot: a virtio-net device on QEMU's network hub
+ * {@link NIC_HUB_ID}, whose only port it is, so it reaches nothing. `--net` connects a backend (a
+ * user-mode NAT or a tap) to the hub with `connectNic` (`device_hotplug.ts`) and the guest agent
+ * gives the NIC the VM's own MAC (it starts as {@link BUILTIN_NIC_MAC}): no device for the guest
+ * to discover, where a hot-plugged NIC takes it ~0.2 s under TCG.
+ */
+export const BUILTIN_NIC_ID = "nic0";
+/** The built-in NIC's MAC until the agent sets the VM's own (the agent knows it too). */
+export const BUILTIN_NIC_MAC = "02:00:00:00:00:00";
+/** QEMU network hub number of the built-in NIC. */
+export const NIC_HUB_ID = 0;
+
 /** Guest RAM: anonymous memory, or a file mapping (`share: true` for a template, false for a clone). */
 export type QemuMemory = { kind: "anonymous" } | { kind: "file"; path: string; share: boolean };
 
@@ -250,6 +263,16 @@ function agentArgs(spec: QemuSpec): string[] {
     "virtio-scsi-pci,id=scsi0",
     "-device",
     opts([["bus", "scsi0.0"], ["id", IMAGE_CD_ID]], "scsi-cd"),
+    "-netdev",
+    opts([["id", `${BUILTIN_NIC_ID}-port`], ["hubid", NIC_HUB_ID]], "hubport"),
+    "-device",
+    opts(
+      [["netdev", `${BUILTIN_NIC_ID}-port`], ["id", BUILTIN_NIC_ID], ["mac", BUILTIN_NIC_MAC], [
+        "romfile",
+        "",
+      ]],
+      "virtio-net-pci",
+    ),
   ];
 }
 

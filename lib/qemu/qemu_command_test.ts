@@ -2,8 +2,11 @@ import { DEFAULT_QEMU_PATH } from "../config/builtin_default.ts";
 import assert from "node:assert/strict";
 import {
   buildQemuArgs,
+  BUILTIN_NIC_ID,
+  BUILTIN_NIC_MAC,
   consoleRingSize,
   IMAGE_CD_ID,
+  NIC_HUB_ID,
   type QemuSpec,
   sandboxArgs,
 } from "./qemu_command.ts";
@@ -60,6 +63,10 @@ const guest = [
   "virtio-scsi-pci,id=scsi0",
   "-device",
   `scsi-cd,bus=scsi0.0,id=${IMAGE_CD_ID}`,
+  "-netdev",
+  `hubport,id=${BUILTIN_NIC_ID}-port,hubid=${NIC_HUB_ID}`,
+  "-device",
+  `virtio-net-pci,netdev=${BUILTIN_NIC_ID}-port,id=${BUILTIN_NIC_ID},mac=${BUILTIN_NIC_MAC},romfile=`,
 ];
 
 const templateSpec: QemuSpec = {
@@ -218,4 +225,9 @@ Deno.test("invalid sizes are rejected", () => {
   for (const change of bad) {
     assert.throws(() => buildQemuArgs({ ...base, ...change }), RangeError, JSON.stringify(change));
   }
+});
+
+Deno.test("the built-in NIC's first MAC is the one the guest agent looks for", async () => {
+  const agent = await Deno.readTextFile(new URL("../guest/agent.c", import.meta.url));
+  assert.match(agent, new RegExp(`#define BUILTIN_NIC_MAC "${BUILTIN_NIC_MAC}"`));
 });
