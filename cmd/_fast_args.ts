@@ -60,12 +60,17 @@ export function parseVmCreate(args: readonly string[]): VmCreateArgs | undefined
 
 /** Options of `run` (the same shape commander gives the action). */
 export interface RunFastArgs {
+  /** `--image REF`. */
   image?: string;
+  /** `--net [MODE]`: true when given without a mode (user networking). */
   net?: string | true;
+  /** `-p/--port HOST:GUEST`, repeatable. */
   port?: string[];
+  /** `-e/--env NAME=VALUE`, repeatable. */
   env?: string[];
   workdir?: string;
   user?: string;
+  /** `--file HOST:GUEST`, repeatable. */
   file?: string[];
   timeout?: number;
   cpus?: number;
@@ -74,6 +79,7 @@ export interface RunFastArgs {
   strict?: boolean;
   progress?: boolean;
   config?: string;
+  /** False with `--no-daemon`. */
   daemon?: boolean;
 }
 

@@ -13,25 +13,11 @@ import type { ApiClient } from "../lib/server/api_client.ts";
 import { daemonIfAny } from "./_daemon.ts";
 import { commandContext, requireLintClean, say } from "./_context.ts";
 import { OptionError } from "./_usage.ts";
-import { copyProgress, refillInBackground, type WorkloadArgs, workloadOf, writeAll } from "./vm.ts";
+import type { RunFastArgs } from "./_fast_args.ts";
+import { copyProgress, refillInBackground, workloadOf, writeAll } from "./vm.ts";
 
-/** `run`'s options, as commander gives them. */
-export interface RunArgs extends WorkloadArgs {
-  env?: string[];
-  workdir?: string;
-  user?: string;
-  /** `--file HOST:GUEST`, repeatable. */
-  file?: string[];
-  timeout?: number;
-  cpus?: number;
-  memory?: number;
-  interactive?: boolean;
-  strict?: boolean;
-  progress?: boolean;
-  config?: string;
-  /** False with `--no-daemon`. */
-  daemon?: boolean;
-}
+/** `run`'s options, as commander (and the fast parser) give them. */
+export type RunArgs = RunFastArgs;
 
 /** Exit code when `--timeout` killed the command (as timeout(1)). */
 const TIMED_OUT = 124;
