@@ -16,7 +16,7 @@
 import { errorMessage } from "../errors.ts";
 import { sleep } from "../poll_until.ts";
 import { type CheapTimer, cheapTimer, withTimeout } from "../cheap_timer.ts";
-import { AgentError, type AgentErrorCode } from "./agent_error.ts";
+import { AgentError, type AgentErrorCode, startFailureExitCode } from "./agent_error.ts";
 import {
   type Decoded,
   encodeRequest,
@@ -574,9 +574,9 @@ export class AgentClient {
     const pending = this.#pending.get(id);
     if (!pending) return; // a late answer to a call that timed out, or to a previous client
     const { action } = pending;
-    const reject = (detail: string, code: AgentErrorCode, cause?: unknown) => {
+    const reject = (detail: string, code: AgentErrorCode, cause?: unknown, exitCode?: number) => {
       this.#end(id, pending);
-      pending.reject(new AgentError(action, detail, code, { cause }));
+      pending.reject(new AgentError(action, detail, code, { cause, exitCode }));
     };
     if (item.kind === "oversize") {
       return reject(`answer of ${item.length} bytes exceeds 1 MiB`, "protocol");
@@ -595,7 +595,10 @@ export class AgentClient {
         );
       }
     } else if (type === Reply.error) {
-      reject(`the agent answered: ${printable(payload)}`, "remote");
+      const answer = printable(payload);
+      // an exec whose command could not start exits as a shell would (127, 126)
+      const exitCode = pending.ends === Reply.exit ? startFailureExitCode(answer) : undefined;
+      reject(`the agent answered: ${answer}`, "remote", undefined, exitCode);
     } else if (type === pending.ends) {
       this.#end(id, pending);
       pending.resolve(payload);

@@ -27,18 +27,24 @@ export class AgentError extends VmfactoryError {
   /** Why the call failed. */
   readonly code: AgentErrorCode;
   /** Builds the error; `cause` keeps the underlying socket error, if any. */
-  constructor(action: string, detail: string, code: AgentErrorCode, options?: { cause?: unknown }) {
-    super(action, detail, { ...options, exitCode: commandExitCode(detail) });
+  constructor(
+    action: string,
+    detail: string,
+    code: AgentErrorCode,
+    options?: { cause?: unknown; exitCode?: number },
+  ) {
+    super(action, detail, options);
     this.code = code;
   }
 }
 
 /**
- * A shell's exit code for a command the guest could not start: 127 when its program is not found,
- * 126 when it cannot be executed (as sh and `docker run` exit); 1 for every other failure.
+ * A shell's exit code for the agent's answer to an exec whose command could not start: 127 when
+ * its program is not found, 126 when it cannot be executed (as sh and `docker run` exit);
+ * undefined for every other failure.
  */
-function commandExitCode(detail: string): number {
-  const m = /exec: cannot run .*: (.*)$/.exec(detail);
-  if (!m) return 1;
+export function startFailureExitCode(answer: string): number | undefined {
+  const m = /^exec: cannot run .*: (.*)$/.exec(answer);
+  if (!m) return undefined;
   return /No such file|not found/i.test(m[1]) ? 127 : 126;
 }
