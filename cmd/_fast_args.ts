@@ -1,11 +1,17 @@
 /**
  * A strict parser for the options of `vm create` and `run` alone, so the hot paths skip loading
  * commander. It accepts only what `program.ts` declares for them, with the same value checks
- * (`_validate.ts`); anything else returns undefined and the caller hands the arguments to
+ * (`lib/value_checks.ts`); anything else returns undefined and the caller hands the arguments to
  * commander (which prints help and usage errors).
  * @module
  */
-import { ArgumentProblem, cpusArg, hostnameArg, memoryArg, timeoutArg } from "./_validate.ts";
+import {
+  ArgumentProblem,
+  cpusArg,
+  hostnameArg,
+  memoryArg,
+  timeoutArg,
+} from "../lib/value_checks.ts";
 
 /** Options of `vm create` (the same shape commander gives the action). */
 export interface VmCreateArgs {
@@ -27,7 +33,7 @@ export interface FastOption<K extends string = keyof VmCreateArgs> {
   /**
    * No value (a flag, true when given), a negated flag (`--no-X`: true unless given), any
    * string, a value that may be left out (`--net [mode]`: true without one), a repeatable string
-   * (collected into a list), or a value read by a `_validate.ts` reader.
+   * (collected into a list), or a value read by a `lib/value_checks.ts` reader.
    */
   value: "none" | "negate" | "string" | "optional" | "repeat" | ((text: string) => unknown);
 }

@@ -13,7 +13,7 @@ import {
   hostnameArg,
   memoryArg,
   timeoutArg,
-} from "./_validate.ts";
+} from "../lib/value_checks.ts";
 
 const SEVERITIES = ["off", "info", "warning", "error"];
 
@@ -27,7 +27,7 @@ function repeatable(value: string, previous?: string[]): string[] {
   return [...(previous ?? []), value];
 }
 
-/** Makes a `_validate.ts` reader a commander argument parser (its problem is a usage error). */
+/** Makes a `lib/value_checks.ts` reader a commander argument parser (its problem is a usage error). */
 function checked<T>(read: (value: string) => T): (value: string) => T {
   return (value) => {
     try {

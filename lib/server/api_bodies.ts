@@ -4,13 +4,7 @@
  * hostnames by the same checks as the CLI's options).
  * @module
  */
-import {
-  ArgumentProblem,
-  cpusArg,
-  hostnameArg,
-  memoryArg,
-  timeoutArg,
-} from "../../cmd/_validate.ts";
+import { ArgumentProblem, cpusArg, hostnameArg, memoryArg, timeoutArg } from "../value_checks.ts";
 import { ApiError } from "./api_error.ts";
 
 /** `POST /v1/vms`: what the new VM should be; every field is optional. */

@@ -17,6 +17,7 @@ import type { Settings } from "../config/settings.ts";
 import { errorMessage, UsageError, VmfactoryError } from "../errors.ts";
 import { parseRecord, type VmRecord } from "../vm/vm_record.ts";
 import { vmPaths } from "../vm/vm_paths.ts";
+import { ApiError } from "./api_error.ts";
 import { daemonSocketPath } from "./daemon_socket.ts";
 import type { CreateVmBody, ExecBody, RunBody } from "./api_bodies.ts";
 import type { ExecOutcome, ExecSink } from "./api_server.ts";
@@ -40,19 +41,11 @@ export class ApiUsageError extends UsageError {
   }
 }
 
-/** The call failed: the daemon's own failure, its refusal (429, 503…), or no daemon: exit 1. */
-export class ApiCallError extends VmfactoryError {
-  /** Builds the error; `status` is the HTTP status, 0 when there was no valid reply. */
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    action: string,
-    detail: string,
-    options?: { cause?: unknown },
-  ) {
-    super(action, detail, options);
-  }
-}
+/**
+ * The call failed: the daemon's own failure, its refusal (429, 503…), or no daemon (status 0, no
+ * valid reply): exit 1.
+ */
+export class ApiCallError extends ApiError {}
 
 /** Options of {@link ApiClient}. */
 export interface ApiClientOptions {

@@ -1,10 +1,11 @@
 /**
- * The checks of the CLI's option values, shared by commander (`program.ts`) and the fast parser of
- * `vm create` (`_fast_args.ts`), so both accept exactly the same values. Each reader returns the
+ * The checks of option and request values, shared by commander (`cmd/program.ts`), the fast parser
+ * (`cmd/_fast_args.ts`) and the daemon's API bodies (`server/api_bodies.ts`), so all accept exactly
+ * the same values. Each reader returns the
  * value or throws {@link ArgumentProblem}; it loads nothing (the fast path must stay cheap).
  * @module
  */
-import { MAX_KEPT_VMS, MAX_MEMORY_MIB } from "../lib/config/key_checks.ts";
+import { MAX_KEPT_VMS, MAX_MEMORY_MIB } from "./config/key_checks.ts";
 
 /** Most vCPUs `--cpus` asks for (KVM's usual limit per VM on x86-64). */
 export const MAX_CPUS = 1024;
