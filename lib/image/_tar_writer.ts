@@ -4,34 +4,16 @@
  * a big number, extended attributes) goes into a pax record before it.
  * @module
  */
-import type { TarEntryType } from "./_tar_reader.ts";
+import type { TarEntry, TarEntryType } from "./_tar_reader.ts";
 import { binaryBytes } from "./_tar_names.ts";
 
-/** One member to write. */
-export interface TarHeader {
-  /** Relative path (binary string); "." for the root folder. */
-  name: string;
-  /** Entry type. */
-  type: TarEntryType;
-  /** Permission bits. */
-  mode: number;
-  /** Owner. */
-  uid: number;
-  /** Group. */
-  gid: number;
-  /** Seconds since the epoch. */
-  mtime: number;
-  /** Data bytes that follow (files). */
-  size: number;
-  /** Hard link target (a member name) or symbolic link target. */
-  linkname?: string;
-  /** Device numbers. */
-  devmajor?: number;
-  /** Device numbers. */
-  devminor?: number;
-  /** Extended attributes. */
-  xattrs?: Map<string, Uint8Array>;
-}
+/**
+ * One member to write: an entry as {@link TarEntry} reads one, its link target, device numbers and
+ * extended attributes optional. Its name is relative (binary string); "." for the root folder.
+ */
+export type TarHeader =
+  & Omit<TarEntry, "linkname" | "devmajor" | "devminor" | "xattrs">
+  & Partial<Pick<TarEntry, "linkname" | "devmajor" | "devminor" | "xattrs">>;
 
 const FLAGS: Record<TarEntryType, string> = {
   file: "0",
