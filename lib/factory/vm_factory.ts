@@ -22,7 +22,7 @@ import type { AgentClient } from "../guest/agent_client.ts";
 import { personalize } from "../vm/personalize.ts";
 import { PhaseTimer, recordFor, type VmOrigin, type VmRecord } from "../vm/vm_record.ts";
 import { hotAdd, onlineHotAdded } from "./hot_add.ts";
-import { attachWorkload, planWorkload, type WorkloadOptions } from "./workload.ts";
+import { attachWorkload, planWorkload, wantsWorkload, type WorkloadOptions } from "./workload.ts";
 import {
   type Size,
   type SourceSupply,
@@ -153,7 +153,7 @@ export class VmFactory {
 
   /** The request's workload, checked and its image converted (undefined when it has none). */
   async #plan(request: VmRequest) {
-    if (!request.image && !request.net && !request.ports?.length) return undefined;
+    if (!wantsWorkload(request)) return undefined;
     if (!this.options.workload) {
       throw new VmfactoryError(
         "run a workload",

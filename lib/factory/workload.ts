@@ -60,6 +60,11 @@ const CONVERSION_PHASES = new Set(["read", "unpack", "convert"]);
 /** The image file's name in QEMU's working folder while QEMU opens it. */
 const IMAGE_LINK = "image.erofs";
 
+/** Whether `request` asks for an image, a network or port forwards. */
+export function wantsWorkload(request: WorkloadRequest): boolean {
+  return Boolean(request.image || request.net || request.ports?.length);
+}
+
 /**
  * Checks a request's workload and converts its image (a cache hit after the first time); undefined
  * when it asks for none. Throws a {@link UsageError} for bad input (an unknown REF, `--port`
@@ -69,7 +74,7 @@ export async function planWorkload(
   request: WorkloadRequest,
   options: WorkloadOptions,
 ): Promise<WorkloadPlan | undefined> {
-  if (!request.image && !request.net && !request.ports?.length) return undefined;
+  if (!wantsWorkload(request)) return undefined;
   const [{ parseNetSpec }, { parsePortForward }] = await Promise.all([
     import("../net/net_spec.ts"),
     import("../net/port_forward.ts"),
