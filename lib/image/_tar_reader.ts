@@ -79,6 +79,17 @@ interface ByteSource {
 }
 
 /** Pulls exact byte counts out of a stream of chunks, without copying data it passes on. */
+/** `n` bytes of `source` in one buffer, through its `pass`. */
+async function gather(source: ByteSource, n: number): Promise<Uint8Array> {
+  const out = new Uint8Array(n);
+  let got = 0;
+  await source.pass(n, (part) => {
+    out.set(part, got);
+    got += part.length;
+  });
+  return out;
+}
+
 class StreamSource implements ByteSource {
   position = 0;
   #reader: ReadableStreamDefaultReader<Uint8Array>;
@@ -112,13 +123,7 @@ class StreamSource implements ByteSource {
       this.position += n;
       return out;
     }
-    const out = new Uint8Array(n);
-    let got = 0;
-    await this.pass(n, (part) => {
-      out.set(part, got);
-      got += part.length;
-    });
-    return out;
+    return await gather(this, n);
   }
 
   async pass(n: number, sink?: (part: Uint8Array) => void | Promise<void>): Promise<void> {
@@ -171,13 +176,7 @@ class FileSource implements ByteSource {
 
   async read(n: number): Promise<Uint8Array | undefined> {
     if (this.position >= this.#size) return undefined;
-    const out = new Uint8Array(n);
-    let got = 0;
-    await this.pass(n, (part) => {
-      out.set(part, got);
-      got += part.length;
-    });
-    return out;
+    return await gather(this, n);
   }
 
   async pass(n: number, sink?: (part: Uint8Array) => void | Promise<void>): Promise<void> {
