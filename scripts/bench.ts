@@ -4,7 +4,7 @@
  * targets of docs/performance.md (never asserted). In run order: cold boot (direct factory),
  * plain QEMU full-state restore (the peer a user would pick), QEMU's start-up floor, template
  * clones spawned on request, template clones from the warm pool (library), their memory (PSS),
- * the CLI and bundled CLI, VMCache fetches, growth (clone time and idle CPU with 1, 10, 25
+ * the CLI and bundled CLI, VMCache fetches, growth (clone time and idle CPU with 1, 10, 50, 100
  * clones running), workloads (`run -- true` without and with an image and a network, image
  * conversion) and the daemon (`POST /v1/vms`, a burst of 16, the sustained rate).
  *
@@ -72,7 +72,7 @@ function benchOptions(args: string[]): BenchOptions {
     restores: quick ? 4 : 8,
     cacheFetches: quick ? 3 : 6,
     cliRuns: quick ? 3 : 6,
-    growthLevels: quick ? [1, 10] : [1, 10, 25],
+    growthLevels: quick ? [1, 10] : [1, 10, 50, 100],
     growthSamples: quick ? 3 : 5,
     idleSeconds: 3,
     poolSize: 2,
