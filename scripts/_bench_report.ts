@@ -4,6 +4,7 @@
  * @module
  */
 import type { ServeResult } from "./bench_serve.ts";
+import type { LintResult } from "./bench_lint.ts";
 import type { RunResult, WorkloadResult } from "./bench_workloads.ts";
 import { quantile } from "../lib/vm/vm_stats.ts";
 import { benchChart, type ChartRow } from "./_bench_chart.ts";
@@ -94,6 +95,8 @@ export interface Measured {
   workloads?: WorkloadResult;
   /** The daemon's API. */
   serve?: ServeResult;
+  /** The linter. */
+  lint?: LintResult;
 }
 
 /** Ratios of figures measured side by side. */
@@ -259,6 +262,7 @@ export function reportText(r: BenchResults): string {
     "",
     ...workloadLines(r),
     ...serveLines(r),
+    ...lintLines(r),
     `targets of docs/performance.md (growth: at ${last.running} / at ${first.running} running)`,
     ...columns(targetRows(r), false),
     `peers, no target: cold / pool clone p50 ${x(r.ratios.coldOverPoolClone)} (spawned ` +
@@ -309,6 +313,18 @@ function serveLines(r: BenchResults): string[] {
     `  sustained: ${
       s.sustained.map((x) => `${x.ratePerS}/s p95 ${f1(x.p95Ms)} ms`).join(", ")
     }; highest rate with p95 ≤ 50 ms: ${s.sustainedRateP95Under50 || "none tried"}/s`,
+    "",
+  ];
+}
+
+/** The linter phase's lines (none when it did not run). */
+function lintLines(r: BenchResults): string[] {
+  const l = r.lint;
+  if (!l) return [];
+  return [
+    `the linter (vmfactory lint, spawn → exit; ${l.corpus})`,
+    `  1 file: p50 ${f1(l.one.p50)} ms; ${l.files} files in one run: p50 ${f1(l.all.p50)} ms ` +
+    `(a bare \`deno run\`: ${f1(r.paths.bareDenoRun.p50)} ms)`,
     "",
   ];
 }

@@ -6,7 +6,8 @@
  * clones spawned on request, template clones from the warm pool (library), their memory (PSS),
  * the CLI and bundled CLI, VMCache fetches, growth (clone time and idle CPU with 1, 10, 50, 100
  * clones running), workloads (`run -- true` without and with an image and a network, image
- * conversion) and the daemon (`POST /v1/vms`, a burst of 16, the sustained rate).
+ * conversion), the daemon (`POST /v1/vms`, a burst of 16, the sustained rate) and the linter
+ * (one file and the Kata corpus).
  *
  * The paths are in bench_paths.ts, the targets in bench_targets.ts, the report in
  * _bench_report.ts. Everything lives in one temp folder (config, state, template tmpfs); every
@@ -25,6 +26,7 @@ import { VmStore } from "../lib/vm/vm_store.ts";
 import { BenchRun, destroyVm, f1 } from "./_bench_run.ts";
 import { serveDaemon } from "./bench_serve.ts";
 import { workloads } from "./bench_workloads.ts";
+import { lintRuns } from "./bench_lint.ts";
 import { type HostInfo, reportText, withRatios, writeReport } from "./_bench_report.ts";
 import {
   bareDeno,
@@ -178,6 +180,9 @@ async function measure(run: BenchRun, opts: BenchOptions, host: HostInfo): Promi
     rateSeconds: opts.quick ? 2 : 4,
   });
 
+  run.phase("12. the linter: vmfactory lint over one file and over the Kata corpus");
+  const lint = await lintRuns(run, ROOT, opts.cliRuns);
+
   const results = withRatios({
     host,
     guest: { accel: plan.accel, memoryMiB: plan.memoryMiB },
@@ -202,6 +207,7 @@ async function measure(run: BenchRun, opts: BenchOptions, host: HostInfo): Promi
     growth: levels,
     workloads: workload,
     serve,
+    lint,
   });
   await writeReport(OUT_DIR, results);
   console.log(reportText(results));

@@ -138,12 +138,16 @@ export const TARGETS: readonly Target[] = [
   {
     id: "lint-many-vs-one",
     what: "linting every file of kata-configs/ in one run over linting one file",
+    figure: "lint.all.p50",
+    peer: "lint.one.p50",
     limit: 2,
     unit: "×",
   },
   {
     id: "lint-vs-deno",
     what: "linting every file of kata-configs/ over a bare `deno run`",
+    figure: "lint.all.p50",
+    peer: "paths.bareDenoRun.p50",
     limit: 10,
     unit: "×",
   },
