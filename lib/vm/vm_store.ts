@@ -28,6 +28,11 @@
  * | offered  | owned    | `reap` once the server died (the client may hold the VM)          |
  * | owned    | removed  | {@link VmStore.remove} (`vm destroy`)                             |
  *
+ * `<stateDir>/pool/` indexes the pooled folders: an empty file named after each, made when a folder
+ * becomes `pooled` and removed when it leaves, so a claim reads the pooled folders' state only, not
+ * every running VM's. The index is a hint: a claim re-reads the folder's state under its lock,
+ * drops entries whose folder is not pooled, and `reap` re-creates missing ones.
+ *
  * Nothing leaves `owned` but removal: a VM handed out is never put back. Everything read back
  * (`state.json`, `record.json`, pid files) is input: bounded, validated, and a record whose id,
  * folder or sockets do not match its folder is ignored. A process is signalled only when its pid
@@ -208,11 +213,15 @@ async function removeFolder(dir: string): Promise<void> {
 export class VmStore {
   /** Folder holding one sub-folder per VM. */
   readonly vmsDir: string;
+  /** Index of the pooled folders: an empty file per folder, named by its id. */
+  readonly poolDir: string;
   #private = false;
+  #poolPrivate = false;
 
   /** A store rooted at `stateDir` (created on first use). */
   constructor(readonly stateDir: string) {
     this.vmsDir = `${stateDir}/vms`;
+    this.poolDir = `${stateDir}/pool`;
   }
 
   /** The paths of the folder of VM `id` (a folder name the store makes; else a UsageError). */
@@ -257,8 +266,54 @@ export class VmStore {
       return true;
     }, async (status) => {
       await this.#write(paths, to);
+      if (to.state === "pooled" || status.state === "pooled") {
+        this.#index(paths.id, to.state === "pooled");
+      }
       return status;
     });
+  }
+
+  /** Adds `id` to the pool index or takes it out (the index's folder is made private first). */
+  #index(id: string, pooled: boolean): void {
+    const entry = `${this.poolDir}/${id}`;
+    try {
+      if (!pooled) return Deno.removeSync(entry);
+      if (!this.#poolPrivate) {
+        ensurePrivateDir(this.poolDir);
+        this.#poolPrivate = true;
+      }
+      Deno.writeFileSync(entry, new Uint8Array(), { createNew: true, mode: 0o600 });
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound || err instanceof Deno.errors.AlreadyExists)) {
+        throw err;
+      }
+    }
+  }
+
+  /** Makes the pool index list exactly the pooled folders of `folders` (all of the store's). */
+  #reindex(folders: VmFolder[]): void {
+    const pooled = new Set(
+      folders.filter((f) => f.status?.state === "pooled").map((f) => f.paths.id),
+    );
+    for (const id of this.#indexed()) {
+      // re-read: a folder that became pooled after the scan keeps its entry
+      if (!pooled.delete(id) && this.status(this.pathsOf(id))?.state !== "pooled") {
+        this.#index(id, false);
+      }
+    }
+    for (const id of pooled) this.#index(id, true);
+  }
+
+  /** The ids the pool index lists (each still to be checked against its folder's state). */
+  #indexed(): string[] {
+    try {
+      return [...Deno.readDirSync(this.poolDir)].map((e) => e.name).filter((n) =>
+        ID_PATTERN.test(n)
+      );
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return [];
+      throw err;
+    }
   }
 
   async #write(paths: VmPaths, status: Omit<FolderStatus, "since">): Promise<void> {
@@ -353,18 +408,25 @@ export class VmStore {
   /**
    * Claims a pooled clone of `templateId` (pooled → building, this process the owner); a clone
    * whose QEMU died is removed on the way. Undefined when none is left. Concurrent claims, in any
-   * processes, never get the same folder.
+   * processes, never get the same folder. Reads only the folders the pool index lists.
    */
   async claim(templateId: string): Promise<PendingVm | undefined> {
-    for (const f of this.folders(["pooled"])) {
-      if (f.status?.templateId !== templateId || !f.record) continue;
+    for (const id of this.#indexed()) {
+      const paths = this.pathsOf(id);
+      const status = this.status(paths);
+      if (status?.state !== "pooled") {
+        this.#index(id, false); // claimed or removed meanwhile: a stale entry
+        continue;
+      }
+      const record = status.templateId === templateId ? this.record(paths) : undefined;
+      if (!record) continue;
       try {
-        await this.move(f.paths, ["pooled"], { state: "building", owner: selfIdentity() });
+        await this.move(paths, ["pooled"], { state: "building", owner: selfIdentity() });
       } catch (err) {
         if (err instanceof FolderStateError) continue; // another process was first
         throw err;
       }
-      const pending = new PendingVm(this, f.paths, f.record);
+      const pending = new PendingVm(this, paths, record);
       if (isAlive(pending.process!)) return pending;
       await pending.dispose(); // its QEMU died while pooled: drained, not handed out
     }
@@ -424,7 +486,7 @@ export class VmStore {
         `remove VM ${id}`,
         (status) =>
           from.includes(status.state) && (!check.owner || sameOwner(status.owner, check.owner)),
-        () => this.#discard(paths),
+        (status) => this.#discard(paths, status.state === "pooled"),
       );
     } catch (err) {
       if (err instanceof FolderStateError) return false;
@@ -432,10 +494,11 @@ export class VmStore {
     }
   }
 
-  async #discard(paths: VmPaths): Promise<true> {
+  async #discard(paths: VmPaths, pooled = false): Promise<true> {
     const record = this.record(paths);
     const process = record ? processOf(record) : readPidFile(paths.pidFile);
     if (process) await stopQemu({ process, qmpSocket: paths.qmpSocket }, { graceMs: 1000 });
+    if (pooled) this.#index(paths.id, false);
     await removeFolder(paths.dir);
     return true;
   }
@@ -448,7 +511,9 @@ export class VmStore {
    */
   async reap(options: { owner?: ProcessIdentity } = {}): Promise<string[]> {
     const removed: string[] = [];
-    for (const f of this.folders()) {
+    const folders = this.folders();
+    this.#reindex(folders);
+    for (const f of folders) {
       const { status, paths } = f;
       if (!status) {
         if (options.owner) continue;

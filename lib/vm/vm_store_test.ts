@@ -185,3 +185,24 @@ Deno.test("store: a record naming another program (pid and start time forged) is
   assert.ok(isAlive(victim), "the foreign process was not signalled");
   assert.deepEqual(f.store.folders(), []);
 });
+
+Deno.test("store: claims read the pool index; it loses stale entries, and reap restores lost ones", async () => {
+  await using f = await fixture();
+  const owned = await f.make("owned");
+  const a = await f.make("pooled", "t1");
+  const b = await f.make("pooled", "t1");
+  const index = () => [...Deno.readDirSync(f.store.poolDir)].map((e) => e.name).sort();
+  assert.deepEqual(index(), [a.id, b.id].sort(), "only the pooled folders are listed");
+  Deno.writeFileSync(`${f.store.poolDir}/${owned.id}`, new Uint8Array()); // a stale entry
+  Deno.removeSync(`${f.store.poolDir}/${b.id}`); // a lost one (a crash between two writes)
+  const first = await f.store.claim("t1");
+  assert.equal(first?.paths.id, a.id);
+  assert.deepEqual(index(), [], "the claimed and the stale entry are gone");
+  assert.equal(await f.store.claim("t1"), undefined, "b is not listed");
+  await f.store.reap();
+  assert.deepEqual(index(), [b.id]);
+  assert.equal((await f.store.claim("t1"))?.paths.id, b.id);
+  assert.equal(f.store.status(owned)?.state, "owned", "a stale entry never moves its folder");
+  assert.equal(await f.store.remove(first!.paths.id, ["building"]), true);
+  assert.deepEqual(index(), []);
+});
