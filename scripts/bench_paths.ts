@@ -296,7 +296,11 @@ export interface CloneResult extends Stats {
   phasesP50: Record<string, number>;
 }
 
-/** Clones `n` VMs through `factory` (refilling the pool after each, untimed); leaves them up. */
+/**
+ * Clones `n` VMs through `factory` (refilling the pool after each, untimed); leaves them up. One
+ * more clone first, untimed and destroyed, runs this process's code of the path once (V8 compiles
+ * it lazily: the first call of a path in a process costs several ms more).
+ */
 async function clones(
   run: BenchRun,
   factory: TemplateKit,
@@ -305,6 +309,8 @@ async function clones(
   refill: boolean,
 ): Promise<{ result: CloneResult; records: VmRecord[] }> {
   const out: { record: VmRecord; wallMs: number }[] = [];
+  await destroyVm(factory.manager.store, await factory.getVm({}));
+  if (refill) await factory.refill();
   for (let i = 0; i < n; i++) {
     const t0 = performance.now();
     const record = await factory.getVm({});
