@@ -20,11 +20,13 @@ export class ConfigModel {
   constructor(documents: readonly ParsedDocument[]) {
     for (const doc of documents) {
       for (const t of doc.tables) {
-        if (!this.#tables.has(join(t.keyPath))) this.#tables.set(join(t.keyPath), t);
+        const id = join(t.keyPath);
+        if (!this.#tables.has(id)) this.#tables.set(id, t);
       }
       for (const e of doc.entries) {
-        this.#entries.delete(join(e.keyPath)); // re-insert: keep the order files set keys in
-        this.#entries.set(join(e.keyPath), e);
+        const id = join(e.keyPath);
+        this.#entries.delete(id); // re-insert: keep the order files set keys in
+        this.#entries.set(id, e);
       }
     }
     const names = [...this.#tables.values()]

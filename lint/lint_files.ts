@@ -6,9 +6,9 @@ import { BUILTIN_DEFAULT_TOML, BUILTIN_PATH } from "../lib/config/builtin_defaul
 import { dropInPaths, resolveConfigPath } from "../lib/config/resolve_config_path.ts";
 import { UsageError } from "../lib/errors.ts";
 import { ConfigModel } from "./config_model.ts";
-import { lintDocuments } from "./lint_text.ts";
-import { type ParsedDocument, parseDocument } from "./parse_document.ts";
-import { probeQemu } from "./probe_qemu.ts";
+import { lintDocuments } from "./lint_documents.ts";
+import type { ParsedDocument } from "./parse_document.ts";
+import { parsePlainToml } from "./parse_plain_toml.ts";
 import { probeCandidate } from "./rules/template_requires_qemu_lite.ts";
 import type { FileResult, LintOptions, ProbeResult } from "./types.ts";
 
@@ -24,7 +24,7 @@ export async function lintFiles(
   paths: readonly string[],
   options: LintOptions = {},
 ): Promise<FileResult[]> {
-  const docs = await Promise.all(paths.map(async (p) => parseDocument(p, await read(p))));
+  const docs = await Promise.all(paths.map(async (p) => parse(p, await read(p))));
   const probes = new Map<string, Promise<ProbeResult>>();
   const results: FileResult[] = [];
   for (const doc of docs) {
@@ -55,14 +55,18 @@ export async function lintConfig(
 ): Promise<ConfigLintResult> {
   const main = resolveConfigPath(opts);
   const docs = main === undefined
-    ? [parseDocument(BUILTIN_PATH, BUILTIN_DEFAULT_TOML)]
-    : await Promise.all(
-      [main, ...dropInPaths(main)].map(async (p) => parseDocument(p, await read(p))),
-    );
+    ? [await parse(BUILTIN_PATH, BUILTIN_DEFAULT_TOML)]
+    : await Promise.all([main, ...dropInPaths(main)].map(async (p) => parse(p, await read(p))));
   return {
     results: lintDocuments(docs, await withProbes(docs, opts, new Map())),
     builtin: main === undefined,
   };
+}
+
+/** Plain files need no full TOML parser: it is loaded for the first file that does. */
+async function parse(path: string, text: string): Promise<ParsedDocument> {
+  return parsePlainToml(path, text) ??
+    (await import("./parse_document.ts")).parseFully(path, text);
 }
 
 async function read(path: string): Promise<string> {
@@ -89,7 +93,9 @@ async function withProbes(
   if (!options.probe || docs.some((d) => d.syntaxError)) return options;
   const path = probeCandidate(new ConfigModel(docs));
   if (!path) return options;
-  if (!probes.has(path)) probes.set(path, probeQemu(path));
+  if (!probes.has(path)) {
+    probes.set(path, import("./probe_qemu.ts").then(({ probeQemu }) => probeQemu(path)));
+  }
   return {
     ...options,
     probeResults: new Map([...(options.probeResults ?? []), [path, await probes.get(path)!]]),

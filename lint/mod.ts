@@ -7,7 +7,8 @@
  * ```
  * @module
  */
-export { lintDocuments, lintText } from "./lint_text.ts";
+export { lintDocuments } from "./lint_documents.ts";
+export { lintText } from "./lint_text.ts";
 export { type ConfigLintResult, lintConfig, lintFiles } from "./lint_files.ts";
 export { ruleById, ruleIds, rules } from "./rules/mod.ts";
 export { parseRuleOptions } from "./rule_severities.ts";

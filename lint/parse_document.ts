@@ -7,6 +7,8 @@
 import { findTooDeep } from "../lib/config/key_depth.ts";
 import { errorMessage } from "../lib/errors.ts";
 import { type AST, getStaticTOMLValue, ParseError, parseTOML } from "toml-eslint-parser";
+import { ignoreComments } from "./ignore_comments.ts";
+import { parsePlainToml } from "./parse_plain_toml.ts";
 import type { Location } from "./types.ts";
 
 /** The TOML type of a value ("table" for an inline table). */
@@ -49,9 +51,26 @@ export interface ParsedDocument {
 const CONTROL = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)/;
 const COMMENT_LINE = /^[ \t]*#[^\r\n]*/gm;
 
-/** Parses `text` (the contents of `path`). Never throws. */
+/**
+ * Parses `text` (the contents of `path`): plain TOML through {@link parsePlainToml}, anything
+ * else through {@link parseFully}. Never throws.
+ */
 export function parseDocument(path: string, text: string): ParsedDocument {
-  const doc: ParsedDocument = { path, text, entries: [], tables: [], ignores: ignoresOf(text) };
+  return parsePlainToml(path, text) ?? parseFully(path, text);
+}
+
+/**
+ * Parses `text` (the contents of `path`) with the full TOML parser, plain or not (for a file
+ * {@link parsePlainToml} declines; tests compare the two on plain files). Never throws.
+ */
+export function parseFully(path: string, text: string): ParsedDocument {
+  const doc: ParsedDocument = {
+    path,
+    text,
+    entries: [],
+    tables: [],
+    ignores: ignoreComments(text),
+  };
   const deep = findTooDeep(text);
   if (deep) {
     const { message, ...span } = deep;
@@ -143,18 +162,4 @@ function syntaxErrorOf(
     message,
     at: { path, line: 1, column: 1, endLine: 1, endColumn: 1 },
   };
-}
-
-const IGNORE = /#\s*vmfactory-lint-ignore\b([^\r\n]*)/;
-
-function ignoresOf(text: string): Map<number, Set<string> | "all"> {
-  const ignores = new Map<number, Set<string> | "all">();
-  if (!text.includes("vmfactory-lint-ignore")) return ignores;
-  text.split("\n").forEach((line, i) => {
-    const m = IGNORE.exec(line);
-    if (!m) return;
-    const ids = m[1].split(/[\s,]+/).filter(Boolean);
-    ignores.set(i + 2, ids.length === 0 ? "all" : new Set(ids));
-  });
-  return ignores;
 }

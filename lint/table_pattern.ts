@@ -6,13 +6,18 @@
 
 /** Top-level tables whose second part is a component name (qemu, kata, ...). */
 const NAMED = new Set(["hypervisor", "agent", "proxy", "shim"]);
+const INDEX = /^\d+$/;
 
 /**
- * The pattern of the table at `keyPath`, e.g. `["hypervisor","qemu","factory"]` ->
- * `hypervisor.*.factory`; array-of-tables indexes become `[]`.
+ * The pattern of the table at `keyPath` (its first `length` parts), e.g.
+ * `["hypervisor","qemu","factory"]` -> `hypervisor.*.factory`; array-of-tables indexes become `[]`.
  */
-export function tablePattern(keyPath: readonly string[]): string {
-  return keyPath
-    .map((k, i) => (i === 1 && NAMED.has(keyPath[0]) ? "*" : /^\d+$/.test(k) ? "[]" : k))
-    .join(".");
+export function tablePattern(keyPath: readonly string[], length = keyPath.length): string {
+  let pattern = "";
+  for (let i = 0; i < length; i++) {
+    const k = keyPath[i];
+    const part = i === 1 && NAMED.has(keyPath[0]) ? "*" : INDEX.test(k) ? "[]" : k;
+    pattern = i === 0 ? part : `${pattern}.${part}`;
+  }
+  return pattern;
 }

@@ -30,3 +30,13 @@ export const TABLES: ReadonlySet<string> = new Set([
   "vmfactory",
   "vmfactory.lint",
 ]);
+
+/**
+ * The value types of `key` in a table of `pattern`, or undefined when Kata does not know the key
+ * (own properties only: a key named `constructor` is not known).
+ */
+export function knownKinds(pattern: string, key: string): readonly ValueKind[] | undefined {
+  return Object.hasOwn(KEYS, pattern) && Object.hasOwn(KEYS[pattern], key)
+    ? KEYS[pattern][key]
+    : undefined;
+}

@@ -11,7 +11,7 @@ import {
 import type { Entry, ValueKind } from "../parse_document.ts";
 import { tablePattern } from "../table_pattern.ts";
 import type { Rule, RuleContext } from "../types.ts";
-import { KEYS } from "./_known.ts";
+import { knownKinds } from "./_known.ts";
 import { spanOf, tableName } from "./_span.ts";
 
 const CHECKS: Record<string, Readonly<Record<string, ValueCheck>>> = {
@@ -37,13 +37,15 @@ function kindFits(kind: ValueKind, allowed: readonly ValueKind[]): boolean {
 
 function problemOf(entry: Entry, ruleIds: readonly string[]): string | undefined {
   const key = entry.keyPath.at(-1)!;
-  const pattern = tablePattern(entry.keyPath.slice(0, -1));
+  const pattern = tablePattern(entry.keyPath, entry.keyPath.length - 1);
   if (pattern === "vmfactory.lint") {
     return ruleIds.includes(key) ? LINT_SEVERITY_CHECK(entry.value) : undefined;
   }
-  const check = CHECKS[pattern]?.[key];
+  const check = Object.hasOwn(CHECKS, pattern) && Object.hasOwn(CHECKS[pattern], key)
+    ? CHECKS[pattern][key]
+    : undefined;
   if (check) return check(entry.value);
-  const allowed = KEYS[pattern]?.[key];
+  const allowed = knownKinds(pattern, key);
   if (allowed && !kindFits(entry.kind, allowed)) {
     return `must be ${[...new Set(allowed.map((k) => ARTICLE[k]))].join(" or ")}, not ${
       ARTICLE[entry.kind]

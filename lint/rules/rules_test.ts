@@ -195,6 +195,8 @@ const TABLE: Record<string, { valid: Case[]; invalid: Case[] }> = {
           '[vmfactory]\naccel = "tcg"\nstate_dir = "/var/lib/v"\nguest = "config"\npool_size = 0\n',
       },
       { code: '[vmfactory.lint]\nunknown-key = "error"\n' },
+      // keys named like Object.prototype members are unknown keys, not checked values
+      { code: "[factory]\nconstructor = 1\n[vmfactory]\ntoString = 2\n" + hv("valueOf = 3\n") },
     ],
     invalid: [
       {

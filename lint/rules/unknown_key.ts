@@ -2,7 +2,7 @@
 import { suggest } from "../suggest.ts";
 import { tablePattern } from "../table_pattern.ts";
 import type { Location, Rule } from "../types.ts";
-import { KEYS, TABLES } from "./_known.ts";
+import { KEYS, knownKinds, TABLES } from "./_known.ts";
 import { tableName } from "./_span.ts";
 
 const didYouMean = (s: string | undefined) => (s === undefined ? "" : `; did you mean "${s}"?`);
@@ -11,7 +11,7 @@ const didYouMean = (s: string | undefined) => (s === undefined ? "" : `; did you
 const CHILDREN = new Map<string, string[]>();
 for (const p of TABLES) {
   const parts = p.split(".");
-  const parent = tablePattern(parts.slice(0, -1));
+  const parent = tablePattern(parts, parts.length - 1);
   CHILDREN.set(parent, [...(CHILDREN.get(parent) ?? []), parts.at(-1)!]);
 }
 
@@ -35,9 +35,10 @@ export const unknownKey: Rule = {
     const unknownTables = new Set<string>();
     /** A table of `keyPath[0..upTo)` (at least one part) is an unknown table already reported. */
     const inUnknown = (keyPath: readonly string[], upTo: number) => {
+      if (unknownTables.size === 0) return false;
       // one lookup per level (keys are at most MAX_KEY_DEPTH deep), not one per reported table
       for (let n = 1; n <= upTo; n++) {
-        if (unknownTables.has(tablePattern(keyPath.slice(0, n)))) return true;
+        if (unknownTables.has(tablePattern(keyPath, n))) return true;
       }
       return false;
     };
@@ -45,7 +46,7 @@ export const unknownKey: Rule = {
       const pattern = tablePattern(t.keyPath);
       if (TABLES.has(pattern) || inUnknown(t.keyPath, t.keyPath.length - 1)) continue;
       unknownTables.add(pattern);
-      const siblings = CHILDREN.get(tablePattern(t.keyPath.slice(0, -1))) ?? [];
+      const siblings = CHILDREN.get(tablePattern(t.keyPath, t.keyPath.length - 1)) ?? [];
       const name = t.keyPath.join(".");
       report(
         t.at,
@@ -56,17 +57,17 @@ export const unknownKey: Rule = {
     }
     for (const e of ctx.model.entries()) {
       if (e.kind === "table") continue; // checked as a table above
-      const table = e.keyPath.slice(0, -1);
-      const pattern = tablePattern(table);
-      if (inUnknown(table, table.length)) continue;
-      const key = e.keyPath.at(-1)!;
-      const known = pattern === "vmfactory.lint" ? ctx.ruleIds : Object.keys(KEYS[pattern] ?? {});
-      if (known.includes(key)) continue;
-      const hint = didYouMean(suggest(key, known));
-      if (pattern === "vmfactory.lint") {
+      const depth = e.keyPath.length - 1; // of its table
+      if (inUnknown(e.keyPath, depth)) continue;
+      const pattern = tablePattern(e.keyPath, depth);
+      const key = e.keyPath[depth];
+      const lint = pattern === "vmfactory.lint";
+      if (lint ? ctx.ruleIds.includes(key) : knownKinds(pattern, key)) continue;
+      const hint = didYouMean(suggest(key, lint ? ctx.ruleIds : Object.keys(KEYS[pattern] ?? {})));
+      if (lint) {
         report(e.key, `unknown rule "${key}" in [vmfactory.lint]${hint}`);
       } else {
-        const where = table.length === 0 ? "at the top level" : `in ${tableName(e.keyPath)}`;
+        const where = depth === 0 ? "at the top level" : `in ${tableName(e.keyPath)}`;
         report(e.key, `unknown key "${key}" ${where}: Kata ignores it${hint}`);
       }
     }
