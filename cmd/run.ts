@@ -77,7 +77,7 @@ export async function runRun(command: string[], opts: RunArgs): Promise<number> 
     progress.stop();
     for (const remove of listeners) remove();
     await factory.close();
-    await refillInBackground(factory.kind, opts.config);
+    refillInBackground(factory.kind, opts.config);
   }
 }
 

@@ -11,9 +11,10 @@ import type { VmCreateArgs } from "./_fast_args.ts";
 import { AgentClient } from "../lib/guest/agent_client.ts";
 import type { ApiClient } from "../lib/server/api_client.ts";
 import { daemonIfAny } from "./_daemon.ts";
-import { type ExecOverrides, execSettingsFor } from "../lib/vm/exec_settings.ts";
+import type { ExecOverrides } from "../lib/vm/exec_settings.ts";
 import type { VmRecord } from "../lib/vm/vm_record.ts";
 import { type CommandContext, commandContext, ms, requireLintClean, say } from "./_context.ts";
+import { spawnDetached } from "./_self.ts";
 import { OptionError } from "./_usage.ts";
 
 /** `--no-daemon` (commander's `daemon: false`) of the commands that may use the daemon. */
@@ -102,7 +103,7 @@ export async function runVmCreate(opts: VmCreateOptions): Promise<number> {
   const record = await factory.getVm(request);
   printCreated(record, opts.json);
   await factory.close();
-  await refillInBackground(factory.kind, opts.config);
+  refillInBackground(factory.kind, opts.config);
   return 0;
 }
 
@@ -110,9 +111,8 @@ export async function runVmCreate(opts: VmCreateOptions): Promise<number> {
  * After a standalone factory handed out a template clone: tops the clone pool up in a detached
  * process (`factory refill`), so that this command returns at once and the next one is fast.
  */
-export async function refillInBackground(kind: string, config?: string): Promise<void> {
+export function refillInBackground(kind: string, config?: string): void {
   if (kind !== "template") return;
-  const { spawnDetached } = await import("./_self.ts");
   try {
     spawnDetached(["factory", "refill", ...(config ? ["--config", config] : [])]);
   } catch (err) {
@@ -240,6 +240,7 @@ async function execStandalone(
 ): Promise<{ exitCode: number; truncated: boolean; timedOut: boolean }> {
   const { record, agent } = await connectTo(store, id, "run a command in");
   try {
+    const { execSettingsFor } = await import("../lib/vm/exec_settings.ts");
     return await agent.exec(opts.shell ? { shell: opts.shell } : command, {
       ...execSettingsFor(record, overrides),
       ...(opts.interactive ? { stdin: Deno.stdin.readable } : {}),

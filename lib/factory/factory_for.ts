@@ -6,7 +6,6 @@
  */
 import type { Settings } from "../config/settings.ts";
 import type { VmStore } from "../vm/vm_store.ts";
-import { directSourceFor } from "./direct_source.ts";
 import type { WorkloadOptions } from "./workload.ts";
 import { VmFactory } from "./vm_factory.ts";
 
@@ -35,7 +34,8 @@ export async function factoryFor(
   options: FactoryForOptions = {},
 ): Promise<VmFactory> {
   const log = options.log ?? console.error;
-  const direct = () => directSourceFor(settings, store, { onNotice: log });
+  const direct = async () =>
+    (await import("./direct_source.ts")).directSourceFor(settings, store, { onNotice: log });
   const workload = workloadOptions(settings, store, log);
   if (settings.enableTemplate) {
     const { TemplateManager } = await import("../template/template_manager.ts");

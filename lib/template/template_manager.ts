@@ -23,7 +23,6 @@ import {
   templateFiles,
 } from "./template_files.ts";
 import { templateDifferences, type TemplateManifest } from "./template_manifest.ts";
-import { ensureTmpfs, unmountAll } from "./tmpfs_mount.ts";
 
 /** The one-line security note printed by `factory init` and shown by the linter. */
 export const SHARED_MEMORY_NOTE =
@@ -136,6 +135,7 @@ export class TemplateManager implements TemplateKeeper {
     if (template) await this.#removeFiles(template.files.dir); // first: a resize needs the room
     // room for two generations: running clones keep the old (deleted) memory file allocated
     // until they stop, and a rebuild must not wait for them (a tmpfs size is a cap, not memory)
+    const { ensureTmpfs } = await import("./tmpfs_mount.ts");
     const dir = await ensureTmpfs(this.settings.templatePath, 2 * (plan.memoryMiB + 8));
     if (dir.warning) this.log(`warning: ${dir.warning}`);
     await removeLeftovers(dir.path);
@@ -182,7 +182,10 @@ export class TemplateManager implements TemplateKeeper {
       await removeLeftovers(dir);
       await this.#removeFiles(dir);
     }
-    if (own) await unmountAll(path);
+    if (own) {
+      const { unmountAll } = await import("./tmpfs_mount.ts");
+      await unmountAll(path);
+    }
     if (fallback) {
       await Deno.remove(fallbackDir(path), { recursive: true });
       await Deno.remove(fallbackRoot()).catch(() => {}); // kept while other fallbacks live in it
