@@ -21,7 +21,6 @@ import { VmfactoryError } from "../errors.ts";
 import type { AgentClient } from "../guest/agent_client.ts";
 import { personalize } from "../vm/personalize.ts";
 import { PhaseTimer, recordFor, type VmOrigin, type VmRecord } from "../vm/vm_record.ts";
-import { hotAdd, onlineHotAdded } from "./hot_add.ts";
 import { attachWorkload, planWorkload, wantsWorkload, type WorkloadOptions } from "./workload.ts";
 import {
   type Size,
@@ -190,6 +189,7 @@ export class VmFactory {
   }
 
   async #grow(qmpSocket: string, have: Size, want: Size, agent: AgentClient) {
+    const { hotAdd, onlineHotAdded } = await import("./hot_add.ts"); // only a VM that grows
     const before = (await agent.info()).memTotal;
     const reached = await hotAdd(qmpSocket, have, want);
     return {

@@ -1444,3 +1444,7 @@ int main(void) {
   }
 }
 `;
+
+/** SHA-256 of {@link AGENT_SOURCE} (hex): the guest cache key, without hashing 58 KB per command. */
+export const AGENT_SOURCE_SHA256 =
+  "0110771f4311b8f63045c1844786d8f3301f1b72a6b983c20a51a58d9e495dba";

@@ -16,12 +16,18 @@ import {
   STDIN_WINDOW,
   StdinFlag,
 } from "./agent_payload.ts";
-import { AGENT_SOURCE } from "./agent_source.ts";
+import { AGENT_SOURCE, AGENT_SOURCE_SHA256 } from "./agent_source.ts";
 import { AGENT_CFLAGS } from "./build_guest.ts";
+import { sha256Hex } from "../sha256_hex.ts";
 
 const AGENT_C = new URL("./agent.c", import.meta.url).pathname;
 /** A TypeScript name, the C name that must have the same value, and the TypeScript value. */
 type Named = [ts: string, c: string, value: number];
+
+Deno.test("AGENT_SOURCE_SHA256 is the SHA-256 of AGENT_SOURCE", async () => {
+  const hex = await sha256Hex(AGENT_SOURCE);
+  assert.equal(AGENT_SOURCE_SHA256, hex, "run scripts/deno run -A scripts/gen_agent_source.ts");
+});
 
 Deno.test("AGENT_SOURCE equals agent.c byte for byte", () => {
   const embedded = new TextEncoder().encode(AGENT_SOURCE), file = Deno.readFileSync(AGENT_C);

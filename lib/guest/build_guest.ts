@@ -7,11 +7,10 @@ import { systemProgram } from "../system_program.ts";
 import { ensurePrivateDir } from "../private_dir.ts";
 import { UsageError, VmfactoryError } from "../errors.ts";
 import { sha256Hex } from "../sha256_hex.ts";
-import { AGENT_SOURCE } from "./agent_source.ts";
-import { type CpioEntry, writeCpio } from "./cpio_writer.ts";
+import { AGENT_SOURCE, AGENT_SOURCE_SHA256 } from "./agent_source.ts";
+import type { CpioEntry } from "./cpio_writer.ts";
 import { extractVmlinux, findHostKernel, kernelRelease } from "./host_kernel.ts";
 import { AGENT_PATH, initScript } from "./init_script.ts";
-import { availableModules, moduleName, resolveModules } from "./module_deps.ts";
 
 /** Bump when the image layout changes, so cached images are rebuilt. */
 const BUILDER_VERSION = 3;
@@ -105,7 +104,7 @@ export interface BuildGuestOptions {
 export async function buildGuest(opts: BuildGuestOptions): Promise<GuestImage> {
   const kernelPath = opts.kernel ?? findHostKernel();
   const kernelStat = statOr(kernelPath, "find the guest kernel", "linux-image-amd64");
-  const release = kernelRelease(await readHead(kernelPath, 65536), kernelPath);
+  const release = kernelRelease(readHead(kernelPath, 65536), kernelPath);
   const modulesDir = `/lib/modules/${release}`;
   const depStat = statOr(
     `${modulesDir}/modules.dep`,
@@ -120,7 +119,7 @@ export async function buildGuest(opts: BuildGuestOptions): Promise<GuestImage> {
       modulesDep: [depStat.size, depStat.mtime?.getTime()],
       modules: [...GUEST_MODULES, ...OPTIONAL_GUEST_MODULES],
       busybox: [busyboxStat.size, busyboxStat.mtime?.getTime()],
-      agent: AGENT_SOURCE,
+      agent: AGENT_SOURCE_SHA256,
       agentFlags: AGENT_CFLAGS,
       init: initScript(["MODULES"]),
       append: GUEST_APPEND,
@@ -139,6 +138,11 @@ export async function buildGuest(opts: BuildGuestOptions): Promise<GuestImage> {
   if (exists(dir)) return image;
 
   await requireStaticBusybox();
+  // only a build needs these: a cached guest does not load them
+  const [{ writeCpio }, { availableModules, moduleName, resolveModules }] = await Promise.all([
+    import("./cpio_writer.ts"),
+    import("./module_deps.ts"),
+  ]);
   ensurePrivateDir(opts.stateDir, { what: "state directory" });
   Deno.mkdirSync(guestDir, { recursive: true, mode: 0o700 });
   const tmp = Deno.makeTempDirSync({ dir: guestDir, prefix: ".build-" });
@@ -314,18 +318,23 @@ async function readModule(path: string): Promise<Uint8Array> {
   }
 }
 
-async function readHead(path: string, length: number): Promise<Uint8Array> {
-  using file = await Deno.open(path).catch((cause) => {
+/** The first `length` bytes of `path`, read synchronously (every `vm create` reads them). */
+function readHead(path: string, length: number): Uint8Array {
+  let file: Deno.FsFile;
+  try {
+    file = Deno.openSync(path);
+  } catch (cause) {
     if (!(cause instanceof Deno.errors.PermissionDenied)) throw cause;
     throw new UsageError(
       `read ${path}`,
       "permission denied (set [hypervisor.qemu] kernel to a kernel this user can read)",
       { cause },
     );
-  });
+  }
+  using _ = file;
   const buf = new Uint8Array(length);
   let n = 0;
-  for (let r; n < length && (r = await file.read(buf.subarray(n))) !== null;) n += r;
+  for (let r; n < length && (r = file.readSync(buf.subarray(n))) !== null && r > 0;) n += r;
   return buf.subarray(0, n);
 }
 

@@ -10,8 +10,6 @@ import { SourceUnfitError } from "../factory/vm_source.ts";
 import type { SourceSupply, SourceVm, VmSource } from "../factory/vm_source.ts";
 import type { PhaseTimer } from "../vm/vm_record.ts";
 import type { PendingVm, VmStore } from "../vm/vm_store.ts";
-import { planFromManifest } from "./build_template.ts";
-import { resumeClone, startCloneProcess } from "./clone_vm.ts";
 import type { FoundTemplate } from "./template_files.ts";
 
 /** What the source needs of whoever keeps the template (the template manager). */
@@ -77,6 +75,11 @@ export class TemplateSource implements VmSource {
         }
       }
     }
+    // only a spawn needs these: a pool claim does not load them
+    const [{ planFromManifest }, { resumeClone, startCloneProcess }] = await Promise.all([
+      import("./build_template.ts"),
+      import("./clone_vm.ts"),
+    ]);
     const pending = await store.allocate();
     try {
       const process = pending.process = await startCloneProcess(
