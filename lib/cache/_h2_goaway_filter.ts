@@ -8,8 +8,8 @@
  *   them. That is harmless for a server: the client opens no new stream after it and closes the
  *   socket once its calls are done, which ends the session. The server itself never sends GOAWAY
  *   (it ends a connection by closing its socket).
- * - Client side there is nothing to work around: the VMCache client uses Deno's `fetch`, not
- *   `node:http2`.
+ * - Client side there is nothing to work around: the VMCache client speaks HTTP/2 itself
+ *   (`_h2_connection.ts`), not through `node:http2`, and never sends GOAWAY.
  *
  * Once a Deno release fixes the issue, delete this file and its use in `cache_server.ts`.
  * @module

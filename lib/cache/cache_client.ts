@@ -1,26 +1,21 @@
 /**
- * The VMCache gRPC client: Kata's `cache.CacheService` on a Unix socket, spoken through Deno's
- * `fetch` (HTTP/2 with prior knowledge over the socket) and the hand-written codec of
- * `cache_wire.ts`, so the CLI imports neither grpc-js nor proto-loader (~140 ms) and a call costs
- * about 1 ms instead of ~5 ms through grpc-js.
+ * The VMCache gRPC client: Kata's `cache.CacheService` on a Unix socket, spoken over the minimal
+ * HTTP/2 client of `_h2_connection.ts` (prior knowledge, one connection shared by the calls and
+ * reopened when the server closed it) and the hand-written codec of `cache_wire.ts`, so the CLI
+ * imports neither grpc-js nor proto-loader (~140 ms).
  *
- * Unary gRPC over `fetch`, and what it cannot see:
- * - A request is `POST /cache.CacheService/<rpc>` with `content-type: application/grpc`,
- *   `te: trailers`, a `grpc-timeout` of the call's deadline, and one framed `Empty` message. The
- *   deadline is also enforced here: the call is aborted (its stream reset) when it passes.
- * - An error reply must be trailers-only (`grpc-status` and `grpc-message` in the response
- *   HEADERS), as vmfactory's server and grpc-js servers send it: those headers are read.
- * - Deno's `fetch` (2.9) does not expose HTTP/2 trailers, so the `grpc-status` trailer of a reply
- *   with a message cannot be read. A 200 `application/grpc` reply without `grpc-status` in its
- *   headers whose body is exactly one whole uncompressed message is taken as OK. A server that
- *   sent a message and then a non-OK trailer would be misread; vmfactory's server never does
- *   (a failed call gets no message). A stream reset before its end (no trailers) fails the body
- *   read, so a reply counts only once its stream ended cleanly, as the server's delivery rule does.
+ * A call is `POST /cache.CacheService/<rpc>` with `content-type: application/grpc`,
+ * `te: trailers`, a `grpc-timeout` of the call's deadline, and one framed `Empty` message. The
+ * deadline is also enforced here: the stream is reset when it passes. The reply counts once its
+ * stream ended cleanly (as the server's delivery rule does): `grpc-status` is read from the
+ * trailers, or from the response headers of a trailers-only reply; a reply without one fails.
  * @module
  */
 
 import { MAX_TIMER_MS } from "../cheap_timer.ts";
 import { UsageError, VmfactoryError } from "../errors.ts";
+import type { HeaderField } from "./_hpack.ts";
+import { H2Connection, type H2Reply, H2StreamError } from "./_h2_connection.ts";
 import {
   decodeEmpty,
   decodeGrpcStatus,
@@ -95,37 +90,31 @@ class Abort {
 
 /** A connection to a VMCache server; {@link CacheClient.close} it when done. */
 export class CacheClient {
-  readonly #http: Deno.HttpClient;
   readonly #socketPath: string;
   readonly #timeoutMs: number;
   readonly #pending = new Set<AbortController>();
+  #h2: H2Connection;
+  #opening?: Promise<H2Connection>;
   #closed = false;
 
-  private constructor(http: Deno.HttpClient, socketPath: string, timeoutMs: number) {
-    this.#http = http;
+  private constructor(h2: H2Connection, socketPath: string, timeoutMs: number) {
+    this.#h2 = h2;
     this.#socketPath = socketPath;
     this.#timeoutMs = timeoutMs;
   }
 
   /**
-   * Opens a client of the server at `socketPath`; throws {@link CacheServerNotRunningError} when
-   * nothing listens there. `timeoutMs` is the default deadline of each call.
+   * Opens a client of the server at `socketPath` (its HTTP/2 connection); throws
+   * {@link CacheServerNotRunningError} when nothing listens there. `timeoutMs` is the default
+   * deadline of each call.
    */
   static async connect(socketPath: string, options: CacheClientOptions = {}): Promise<CacheClient> {
-    const timeoutMs = options.timeoutMs ?? 60_000;
     try {
-      // Fails fast with a clear error on a missing or stale socket; the first call opens the
-      // HTTP/2 connection that later calls share.
-      (await Deno.connect({ transport: "unix", path: socketPath })).close();
+      const h2 = await H2Connection.open(socketPath);
+      return new CacheClient(h2, socketPath, options.timeoutMs ?? 60_000);
     } catch (cause) {
       throw new CacheServerNotRunningError(socketPath, { cause });
     }
-    const http = Deno.createHttpClient({
-      proxy: { transport: "unix", path: socketPath },
-      http1: false, // HTTP/2 with prior knowledge: gRPC needs it and there is no TLS to negotiate
-      http2: true,
-    });
-    return new CacheClient(http, socketPath, timeoutMs);
   }
 
   /** Fetches the cache's opaque configuration blobs. */
@@ -157,7 +146,7 @@ export class CacheClient {
     decodeEmpty(await this.#call("Quit"));
   }
 
-  /** Closes the client: calls in flight fail with CANCELLED (their streams are reset). */
+  /** Closes the client: calls in flight fail with CANCELLED (the connection is closed). */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -165,7 +154,17 @@ export class CacheClient {
       ac.abort(new Abort(GrpcCode.Cancelled, "the client was closed"));
     }
     this.#pending.clear();
-    this.#http.close();
+    this.#h2.close();
+  }
+
+  /** The shared connection, reopened when the last one is closed or draining. */
+  async #connection(): Promise<H2Connection> {
+    if (this.#h2.usable) return this.#h2;
+    this.#opening ??= H2Connection.open(this.#socketPath).then((h2) => {
+      if (this.#closed) h2.close();
+      return this.#h2 = h2;
+    }).finally(() => this.#opening = undefined);
+    return await this.#opening;
   }
 
   /** Makes one unary call with an `Empty` request; returns the reply's message bytes. */
@@ -180,53 +179,23 @@ export class CacheClient {
       () => ac.abort(new Abort(GrpcCode.DeadlineExceeded, `deadline of ${ms} ms exceeded`)),
       ms,
     );
+    let reply: H2Reply;
     try {
-      const res = await fetch(`http://localhost/cache.CacheService/${rpc}`, {
-        client: this.#http,
-        method: "POST",
-        headers: {
-          "content-type": "application/grpc",
-          te: "trailers",
-          "grpc-timeout": grpcTimeout(ms),
-        },
-        body: frameMessage(new Uint8Array()),
+      const h2 = await this.#connection();
+      reply = await h2.request(requestFields(rpc, ms), EMPTY_REQUEST, {
+        maxBody: MAX_REPLY_BYTES,
         signal: ac.signal,
       });
-      const status = res.headers.get("grpc-status");
-      if (status !== null && status !== "0") {
-        await res.body?.cancel();
-        const code = Number(status);
-        throw fail(
-          Number.isInteger(code) ? code : GrpcCode.Unknown,
-          grpcMessage(res.headers, status),
-        );
-      }
-      if (res.status !== 200) {
-        await res.body?.cancel();
-        throw fail(httpToGrpc(res.status), `HTTP status ${res.status}`);
-      }
-      const type = res.headers.get("content-type") ?? "";
-      if (!/^application\/grpc([+;]|$)/.test(type)) {
-        await res.body?.cancel();
-        throw fail(GrpcCode.Unknown, `reply content-type "${type}" is not gRPC`);
-      }
-      const body = await readBody(res);
-      if (body === undefined) {
+    } catch (err) {
+      if (err instanceof Abort) throw fail(err.code, err.detail);
+      if (err instanceof RangeError) {
         throw fail(GrpcCode.ResourceExhausted, `reply larger than ${MAX_REPLY_BYTES} bytes`);
       }
-      // trailers-only OK carries no message: an Empty
-      if (status === "0" && body.length === 0) return body;
-      try {
-        return unframeMessage(body);
-      } catch (err) {
-        throw fail(GrpcCode.Internal, `malformed reply: ${(err as Error).message}`);
+      if (err instanceof H2StreamError) {
+        throw fail(resetToGrpc(err.code), `${err.message} (HTTP/2 error ${err.code})`);
       }
-    } catch (err) {
-      if (err instanceof CacheCallError) throw err;
-      const reason = ac.signal.reason;
-      if (ac.signal.aborted && reason instanceof Abort) throw fail(reason.code, reason.detail);
-      // a reused connection the server closed fails with a broken pipe: then, as grpc-js would
-      // on reconnecting, a socket nothing listens on means the server is not running
+      // the connection failed: as grpc-js would on reconnecting, a socket nothing listens on
+      // means the server is not running
       if (NOT_RUNNING.test(causes(err)) || !await listening(this.#socketPath)) {
         throw new CacheServerNotRunningError(this.#socketPath, { cause: err });
       }
@@ -235,19 +204,59 @@ export class CacheClient {
       clearTimeout(timer);
       this.#pending.delete(ac);
     }
+    return messageOf(reply, fail);
   }
 }
 
-/** The body, or undefined when it is larger than {@link MAX_REPLY_BYTES}. */
-async function readBody(res: Response): Promise<Uint8Array | undefined> {
-  const declared = Number(res.headers.get("content-length") ?? 0);
-  if (declared > MAX_REPLY_BYTES) {
-    await res.body?.cancel().catch(() => {});
-    return undefined;
+/** The framed `Empty` every call sends. */
+const EMPTY_REQUEST = frameMessage(new Uint8Array());
+
+function requestFields(rpc: string, ms: number): HeaderField[] {
+  return [
+    [":method", "POST"],
+    [":scheme", "http"],
+    [":path", `/cache.CacheService/${rpc}`],
+    [":authority", "localhost"],
+    ["content-type", "application/grpc"],
+    ["te", "trailers"],
+    ["grpc-timeout", grpcTimeout(ms)],
+  ];
+}
+
+/** The message of a reply, or the call's error (its gRPC status, else its HTTP status). */
+function messageOf(
+  reply: H2Reply,
+  fail: (code: number, detail: string) => CacheCallError,
+): Uint8Array {
+  const headers = new Map(reply.headers);
+  const last = new Map(reply.trailers.length > 0 ? reply.trailers : reply.headers);
+  const status = last.get("grpc-status");
+  if (status !== undefined && status !== "0") {
+    const code = Number(status);
+    throw fail(Number.isInteger(code) ? code : GrpcCode.Unknown, grpcMessage(last, status));
   }
-  // a unary reply is small: reading it whole is faster than iterating the stream's chunks
-  const body = new Uint8Array(await res.arrayBuffer());
-  return body.length > MAX_REPLY_BYTES ? undefined : body;
+  const http = headers.get(":status");
+  if (http !== "200") throw fail(httpToGrpc(Number(http)), `HTTP status ${http}`);
+  const type = headers.get("content-type") ?? "";
+  if (!/^application\/grpc([+;]|$)/.test(type)) {
+    throw fail(GrpcCode.Unknown, `reply content-type "${type}" is not gRPC`);
+  }
+  if (status === undefined) throw fail(GrpcCode.Internal, "the reply carries no grpc-status");
+  if (reply.body.length === 0) return reply.body; // an OK without a message: an Empty
+  try {
+    return unframeMessage(reply.body);
+  } catch (err) {
+    throw fail(GrpcCode.Internal, `malformed reply: ${(err as Error).message}`);
+  }
+}
+
+/** The gRPC code of a stream reset (gRPC's HTTP/2 error code mapping). */
+function resetToGrpc(code: number): number {
+  if (code === 0x7) return GrpcCode.Unavailable; // REFUSED_STREAM: never processed
+  if (code === 0x8) return GrpcCode.Cancelled;
+  if (code === 0xb) return GrpcCode.ResourceExhausted; // ENHANCE_YOUR_CALM
+  if (code === 0xc) return GrpcCode.PermissionDenied; // INADEQUATE_SECURITY
+  return GrpcCode.Internal;
 }
 
 /** `grpc-timeout` for `ms` (at most 8 digits, as the spec allows). */
@@ -255,8 +264,9 @@ function grpcTimeout(ms: number): string {
   return ms < 1e8 ? `${ms}m` : `${Math.ceil(ms / 1000)}S`;
 }
 
-function grpcMessage(headers: Headers, status: string): string {
-  const raw = headers.get("grpc-message");
+/** The percent-decoded `grpc-message` (RFC 3986 escapes, as gRPC sends it). */
+function grpcMessage(fields: Map<string, string>, status: string): string {
+  const raw = fields.get("grpc-message");
   if (!raw) return `gRPC status ${status}`;
   try {
     return decodeURIComponent(raw);
@@ -285,7 +295,7 @@ async function listening(socketPath: string): Promise<boolean> {
   }
 }
 
-/** `err`'s message and those of its causes (fetch puts the OS error in `cause`). */
+/** `err`'s message and those of its causes (the OS error is in `cause`). */
 function causes(err: unknown): string {
   const parts: string[] = [];
   for (let e = err, i = 0; e !== undefined && i < 5; i++) {

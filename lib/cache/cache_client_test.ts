@@ -110,3 +110,97 @@ Deno.test("client: a server gone after connect means not running; replies decode
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("client: a grpc-js server's replies, errors in trailers and trailers-only", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "vmf-cache-" });
+  const socketPath = `${dir}/cache.sock`;
+  // a plain grpc-js server built from cache.proto, in a child process (killed at the end)
+  const code = `
+    import { loadCacheGrpc } from ${JSON.stringify(import.meta.resolve("./cache_proto.ts"))};
+    const { grpc, service } = await loadCacheGrpc();
+    const server = new grpc.Server();
+    server.addService(service, {
+      GetBaseVM: (_call, done) => done(null, {
+        id: "vm-ü", hypervisor: new TextEncoder().encode("{}"), cpu: 3, memory: 70000, cpuDelta: 2,
+      }),
+      Status: (call, done) => { // headers first, then the error in the trailers
+        call.sendMetadata(new grpc.Metadata());
+        setTimeout(() => done({ code: 9, details: "not now: é" }), 10);
+      },
+      Config: (_call, done) => done({ code: 5, details: "none" }),
+      Quit: (_call, done) => done(null, {}),
+    });
+    server.bindAsync("unix:${socketPath}", grpc.ServerCredentials.createInsecure(), (err) => {
+      if (err) throw err;
+      console.log("ready");
+    });`;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["eval", code],
+    cwd: new URL("../..", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  let client: CacheClient | undefined;
+  try {
+    const reader = child.stdout.getReader();
+    assert.match(new TextDecoder().decode((await reader.read()).value), /ready/);
+    reader.releaseLock();
+    client = await CacheClient.connect(socketPath, { timeoutMs: 5000 });
+    const vm = await client.getBaseVM();
+    assert.deepEqual({ ...vm, hypervisor: [...vm.hypervisor] }, {
+      id: "vm-ü",
+      hypervisor: [123, 125],
+      cpu: 3,
+      memory: 70_000,
+      cpuDelta: 2,
+    });
+    await assert.rejects(
+      client.status(),
+      (err: Error) =>
+        err instanceof CacheCallError && err.code === 9 && /not now: é$/.test(err.message),
+    );
+    await assert.rejects(
+      client.config(),
+      (err: Error) => err instanceof CacheCallError && err.code === 5 && /none$/.test(err.message),
+    );
+    await client.quit();
+    child.kill("SIGKILL");
+    await child.status;
+    await assert.rejects(client.getBaseVM(), CacheServerNotRunningError);
+  } finally {
+    client?.close();
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited */ }
+    await child.stdout.cancel().catch(() => {});
+    await child.status;
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("client: calls share a connection; one the server closed when idle is reopened", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "vmf-cache-" });
+  const socketPath = `${dir}/cache.sock`;
+  const server = await startCacheServer({
+    socketPath,
+    idleTimeoutMs: 50,
+    log: () => {},
+    source: {
+      take: () =>
+        Promise.resolve({ id: "vm-1", hypervisor: new Uint8Array(), cpu: 1, memory: 1, pid: 1 }),
+      status: () => [{ pid: 2, cpu: 0, memory: 0 }],
+      config: () => ({ data: new Uint8Array(), agentConfig: new Uint8Array() }),
+    },
+  });
+  const client = await CacheClient.connect(socketPath, { timeoutMs: 5000 });
+  try {
+    const [a, b, vm] = await Promise.all([client.status(), client.status(), client.getBaseVM()]);
+    assert.deepEqual([a.vms.length, b.vms.length, vm.id], [1, 1, "vm-1"]);
+    await new Promise((r) => setTimeout(r, 200)); // the server closes the idle connection
+    assert.equal((await client.getBaseVM()).id, "vm-1", "on a new connection");
+  } finally {
+    client.close();
+    await server.close();
+    Deno.removeSync(dir, { recursive: true });
+  }
+});

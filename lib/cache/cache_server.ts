@@ -135,20 +135,23 @@ export async function startCacheServer(options: CacheServerOptions): Promise<Cac
     },
     GetBaseVM: async (stream, timeoutMs, conn) => {
       const ms = Math.min(takeTimeoutMs, timeoutMs, MAX_TIMER_MS); // a longer timer fires at once
-      const signal = AbortSignal.any([
-        shutdown.signal,
-        AbortSignal.timeout(ms),
-        onClose(stream),
-        conn.gone,
-      ]);
+      // The wait ends on the deadline, a shutdown or the client leaving, and its timer and
+      // listeners go with it: no timer left per call, no abort error built after each reply.
+      const waiting = new AbortController();
+      const stop = () => waiting.abort();
+      const timer = setTimeout(stop, ms);
+      shutdown.signal.addEventListener("abort", stop);
+      conn.gone.addEventListener("abort", stop);
+      stream.once("close", stop);
+      if (shutdown.signal.aborted || conn.gone.aborted) stop();
       let vm: CacheVm;
       try {
-        vm = await source.take(signal);
+        vm = await source.take(waiting.signal);
       } catch (err) {
         if (shutdown.signal.aborted) {
           return { code: GrpcCode.Unavailable, error: "the VMCache server is stopping" };
         }
-        if (signal.aborted) {
+        if (waiting.signal.aborted) {
           const error = `no cached VM became ready within ${ms} ms`;
           return { code: GrpcCode.DeadlineExceeded, error };
         }
@@ -156,6 +159,11 @@ export async function startCacheServer(options: CacheServerOptions): Promise<Cac
           code: GrpcCode.Unavailable,
           error: `the cache failed to provide a VM: ${errorMessage(err)}`,
         };
+      } finally {
+        clearTimeout(timer);
+        shutdown.signal.removeEventListener("abort", stop);
+        conn.gone.removeEventListener("abort", stop);
+        stream.off("close", stop);
       }
       if (stream.closed || stream.destroyed || conn.gone.aborted) {
         giveBack(vm, "the client went away before the reply");
@@ -390,12 +398,6 @@ export function parseGrpcTimeout(value: string | string[] | undefined): number {
   if (!match) return Infinity;
   const unitMs = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 }[match[2]]!;
   return Number(match[1]) * unitMs;
-}
-
-function onClose(stream: Stream): AbortSignal {
-  const ac = new AbortController();
-  stream.once("close", () => ac.abort());
-  return ac.signal;
 }
 
 /** Creates the parent folder, replaces a stale socket, refuses a live one or a non-socket file. */

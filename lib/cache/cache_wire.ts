@@ -2,8 +2,8 @@
  * A hand-written protobuf codec for the few messages of Kata's `cache.proto` (see `cache.proto`
  * for the field numbers), and gRPC's length-prefixed message framing.
  *
- * It lets the VMCache client speak gRPC through Deno's `fetch` without importing grpc-js and
- * proto-loader (~140 ms of start-up for the CLI). `cache_wire_test.ts` checks every message against
+ * It lets the VMCache client speak gRPC over its own HTTP/2 connection without importing grpc-js
+ * and proto-loader (~140 ms of start-up for the CLI). `cache_wire_test.ts` checks every message against
  * proto-loader's serializers built from `cache.proto`, both ways.
  *
  * Decoding follows proto3: absent fields take their default, unknown fields are skipped, a repeated
