@@ -146,7 +146,8 @@ export class ServeDaemon {
       started: () => this.#governor?.noteDemand(),
       made: (from, seconds) => metrics.observeCreate(from, seconds),
       failed: (misuse) => misuse || metrics.bootFailed("request"),
-      settled: () => this.#governor?.kick(),
+      // after the reply is on its way: a kick starts a refill, whose first steps are synchronous
+      settled: () => setTimeout(() => this.#governor?.kick(), 0),
     });
     const backend = new VmApiBackend({
       factory,
