@@ -5,6 +5,7 @@
  * compression); the server's header blocks are not decoded.
  * @module
  */
+import { encodeHeaderBlock } from "./_hpack.ts";
 
 /** HTTP/2 frame types the tests use. */
 export const FrameType = {
@@ -71,7 +72,7 @@ export class RawH2 {
     const id = this.#nextStream;
     this.#nextStream += 2;
     this.#streamWindows.set(id, 65_535);
-    const block = hpackLiterals([
+    const block = encodeHeaderBlock([
       [":method", "POST"],
       [":scheme", "http"],
       [":path", path],
@@ -261,28 +262,4 @@ export function grpcMessage(payload: Uint8Array): Uint8Array {
 export function endsStream(f: H2Frame): boolean {
   return (f.type === FrameType.data || f.type === FrameType.headers) &&
     (f.flags & END_STREAM) !== 0;
-}
-
-/** HPACK "literal header field without indexing, new name" for each pair, no Huffman coding. */
-function hpackLiterals(headers: [string, string][]): Uint8Array {
-  const enc = new TextEncoder();
-  const out: number[] = [];
-  const str = (s: string) => {
-    const bytes = enc.encode(s);
-    // 7-bit prefix integer (RFC 7541 section 5.1)
-    if (bytes.length < 127) out.push(bytes.length);
-    else {
-      out.push(127);
-      let n = bytes.length - 127;
-      for (; n >= 128; n >>= 7) out.push((n & 0x7f) | 0x80);
-      out.push(n);
-    }
-    for (const b of bytes) out.push(b);
-  };
-  for (const [name, value] of headers) {
-    out.push(0x00);
-    str(name);
-    str(value);
-  }
-  return new Uint8Array(out);
 }
