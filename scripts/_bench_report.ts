@@ -250,7 +250,8 @@ export function reportText(r: BenchResults): string {
     `${m.coldSamplesMiB.length} VMs, multiplied): ${pct(m.ratio)}`,
     `  + the template memory file (${m.templateFileMiB.toFixed(0)} MiB on tmpfs, counted once): ` +
     `${pct(m.ratioWithTemplateFile)}; extrapolated to 50 clones (per-clone PSS as ` +
-    `measured, template file included): ${pct(m.ratio50)}`,
+    `measured, template file included): ${pct(m.ratio50)}; idle clones that fit in 16 GiB by ` +
+    `PSS (template file once): ${m.clonesIn16GiB}`,
     "",
     "growth (clones running → p50/p95 ms of the next clone; idle CPU of the running clones " +
     `over ${r.options.idleSeconds} s)`,

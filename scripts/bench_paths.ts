@@ -371,6 +371,8 @@ export interface MemoryResult {
   ratioWithTemplateFile: number;
   /** The same extrapolated to 50 clones with the per-clone PSS as measured. */
   ratio50: number;
+  /** Idle clones that fit in 16 GiB of host memory by PSS, the template file counted once. */
+  clonesIn16GiB: number;
 }
 
 /**
@@ -402,6 +404,7 @@ export function memoryPss(
     ratio: cloneTotal / (coldPerVm * n),
     ratioWithTemplateFile: (cloneTotal + templateFileMiB) / (coldPerVm * n),
     ratio50: (poolPss + templateFileMiB + 50 * clonesPss / n) / (50 * coldPerVm),
+    clonesIn16GiB: Math.floor((16 * 1024 - templateFileMiB) / (clonesPss / n)),
   };
   run.say(
     `  clones ${clonesPss.toFixed(0)} MiB + pool ${poolPss.toFixed(0)} MiB vs ${n} x ${
