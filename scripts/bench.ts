@@ -75,7 +75,7 @@ function benchOptions(args: string[]): BenchOptions {
     cacheFetches: quick ? 3 : 6,
     cliRuns: quick ? 3 : 6,
     growthLevels: quick ? [1, 10] : [1, 10, 50, 100],
-    growthSamples: quick ? 3 : 5,
+    growthSamples: quick ? 3 : 10,
     idleSeconds: 3,
     poolSize: 2,
     cacheSize: 2,
