@@ -59,7 +59,7 @@ export interface PathResults {
   clonePool: CloneResult;
   /** `vm create` of cmd/main.ts. */
   cli: CliResult;
-  /** `vm create` of dist/vmfactory.js, when it exists. */
+  /** `vm create` of the bundle (`deno bundle` of cmd/main.ts), unless bundling failed. */
   bundle?: CliResult;
   /** A bare `deno run` of an empty file. */
   bareDenoRun: Stats;

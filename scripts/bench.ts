@@ -149,15 +149,20 @@ async function measure(run: BenchRun, opts: BenchOptions, host: HostInfo): Promi
   run.phase(`7. the CLI: vm create --json x${opts.cliRuns} (pool_size ${opts.poolSize})`);
   const bare = await bareDeno(run, 3);
   const cli = await cliCreate(run, `${ROOT}cmd/main.ts`, ROOT, poolFactory, store, opts.cliRuns);
-  const bundlePath = `${ROOT}dist/vmfactory.js`;
+  // bundled here from the same source: a stale dist/vmfactory.js would build another guest
+  const bundlePath = `${run.dir}/vmfactory.js`;
   let bundle: CliResult | undefined;
-  try {
-    Deno.statSync(bundlePath);
-    say(`  the bundle ${bundlePath}`);
+  const bundled = await new Deno.Command(Deno.execPath(), {
+    args: ["bundle", "--platform=deno", "-o", bundlePath, `${ROOT}cmd/main.ts`],
+    cwd: ROOT,
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (bundled.success) {
+    say(`  the bundle of cmd/main.ts (deno bundle, as scripts/deno task bundle makes it)`);
     bundle = await cliCreate(run, bundlePath, ROOT, poolFactory, store, opts.cliRuns);
-  } catch (err) {
-    if (!(err instanceof Deno.errors.NotFound)) throw err;
-    say("  no dist/vmfactory.js (scripts/deno task bundle makes it): skipped");
+  } else {
+    say(`  deno bundle failed, bundle skipped: ${new TextDecoder().decode(bundled.stderr).trim()}`);
   }
 
   run.phase(`8. VMCache: server over the direct factory (size ${opts.cacheSize}), fetches`);
