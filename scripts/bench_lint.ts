@@ -1,10 +1,11 @@
 /**
  * The linter's bench phase: `vmfactory lint` as a user runs it (a subprocess of cmd/main.ts
- * through `deno run -A`), over one file and over every file of the real Kata corpus
- * (`VMFACTORY_KATA_CONFIGS`, else `shared/kata-configs` beside the project, else the project's
- * own `test/configs`), each timed spawn → exit. Both are read against the run's bare `deno run`.
+ * through `deno run -A`), over one file and over every file of the real Kata corpus (the tests'
+ * `kataConfigsDir`, else their own `test/configs`; drop-ins are linted with their main file, not
+ * alone), each timed spawn → exit. Both are read against the run's bare `deno run`.
  * @module
  */
+import { kataConfigsDir, OWN_CONFIGS_DIR, tomlFiles } from "../test/lint_helpers.ts";
 import { type BenchRun, f1, type Stats, stats } from "./_bench_run.ts";
 
 /** The lint phase's figures. */
@@ -19,36 +20,9 @@ export interface LintResult {
   all: Stats;
 }
 
-/** `.toml` files under `dir`, sorted, recursively (drop-in folders included). */
-function tomlFiles(dir: string): string[] {
-  const out: string[] = [];
-  for (const e of Deno.readDirSync(dir)) {
-    const path = `${dir}/${e.name}`;
-    if (e.isDirectory) out.push(...tomlFiles(path));
-    else if (e.isFile && e.name.endsWith(".toml")) out.push(path);
-  }
-  return out.sort();
-}
-
-/** The first folder of configuration files that exists. */
-function corpusDir(root: string): string {
-  const candidates = [
-    Deno.env.get("VMFACTORY_KATA_CONFIGS"),
-    new URL("../shared/kata-configs", `file://${root}`).pathname,
-    `${root}test/configs`,
-  ];
-  for (const dir of candidates) {
-    if (!dir) continue;
-    try {
-      if (Deno.statSync(dir).isDirectory) return dir;
-    } catch { /* absent */ }
-  }
-  throw new Error(`Cannot find configuration files to lint: tried ${candidates.join(", ")}`);
-}
-
 /** Times `n` runs (after one untimed warm-up) of `vmfactory lint` over one file and over all. */
 export async function lintRuns(run: BenchRun, root: string, n: number): Promise<LintResult> {
-  const corpus = corpusDir(root);
+  const corpus = kataConfigsDir() ?? OWN_CONFIGS_DIR;
   const files = tomlFiles(corpus);
   const time = async (args: string[]) => {
     const out: number[] = [];
