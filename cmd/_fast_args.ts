@@ -38,17 +38,22 @@ export interface FastOption<K extends string = keyof VmCreateArgs> {
   value: "none" | "negate" | "string" | "optional" | "repeat" | ((text: string) => unknown);
 }
 
-/** Every flag of `vm create` the fast parser knows; a test ties this to `program.ts`. */
-export const VM_CREATE_OPTIONS: Readonly<Record<string, FastOption>> = {
+/** The flags `vm create` and `run` share: the VM's size, how it may be made, the config. */
+const VM_OPTIONS = {
   "--cpus": { key: "cpus", value: cpusArg },
   "--memory": { key: "memory", value: memoryArg },
-  "--hostname": { key: "hostname", value: hostnameArg },
   "--strict": { key: "strict", value: "none" },
-  "--fallback": { key: "fallback", value: "none" },
-  "--json": { key: "json", value: "none" },
   "--config": { key: "config", value: "string" },
   "-c": { key: "config", value: "string" },
   "--no-daemon": { key: "daemon", value: "negate" },
+} as const satisfies Record<string, FastOption<keyof RunFastArgs>>;
+
+/** Every flag of `vm create` the fast parser knows; a test ties this to `program.ts`. */
+export const VM_CREATE_OPTIONS: Readonly<Record<string, FastOption>> = {
+  ...VM_OPTIONS,
+  "--hostname": { key: "hostname", value: hostnameArg },
+  "--fallback": { key: "fallback", value: "none" },
+  "--json": { key: "json", value: "none" },
 };
 
 /**
@@ -103,15 +108,10 @@ export const RUN_OPTIONS: Readonly<Record<string, FastOption<keyof RunFastArgs>>
   "-u": { key: "user", value: "string" },
   "--file": { key: "file", value: "repeat" },
   "--timeout": { key: "timeout", value: timeoutArg },
-  "--cpus": { key: "cpus", value: cpusArg },
-  "--memory": { key: "memory", value: memoryArg },
   "--interactive": { key: "interactive", value: "none" },
   "-i": { key: "interactive", value: "none" },
-  "--strict": { key: "strict", value: "none" },
   "--progress": { key: "progress", value: "none" },
-  "--config": { key: "config", value: "string" },
-  "-c": { key: "config", value: "string" },
-  "--no-daemon": { key: "daemon", value: "negate" },
+  ...VM_OPTIONS,
 };
 
 /**
