@@ -323,9 +323,12 @@ async function readModule(path: string): Promise<Uint8Array> {
 
 /** The first `length` bytes of `path`, read synchronously (every `vm create` reads them). */
 function readHead(path: string, length: number): Uint8Array {
-  let file: Deno.FsFile;
   try {
-    file = Deno.openSync(path);
+    using file = Deno.openSync(path);
+    const buf = new Uint8Array(length);
+    let n = 0;
+    for (let r; n < length && (r = file.readSync(buf.subarray(n))) !== null && r > 0;) n += r;
+    return buf.subarray(0, n);
   } catch (cause) {
     if (!(cause instanceof Deno.errors.PermissionDenied)) throw cause;
     throw new UsageError(
@@ -334,11 +337,6 @@ function readHead(path: string, length: number): Uint8Array {
       { cause },
     );
   }
-  using _ = file;
-  const buf = new Uint8Array(length);
-  let n = 0;
-  for (let r; n < length && (r = file.readSync(buf.subarray(n))) !== null && r > 0;) n += r;
-  return buf.subarray(0, n);
 }
 
 function statOr(path: string, action: string, debianPackage: string): Deno.FileInfo {
