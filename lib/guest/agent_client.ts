@@ -45,6 +45,7 @@ import {
   encodeUnmountImage,
   type ExecCommand,
   type ExecExit,
+  type ExecRequest,
   FRAME_COST,
   type NetConfig,
   PayloadError,
@@ -108,8 +109,8 @@ export type ExecStdin =
   | ReadableStream<Uint8Array>
   | AsyncIterable<Uint8Array>;
 
-/** Options of {@link AgentClient.exec}. */
-export interface ExecOptions {
+/** Options of {@link AgentClient.exec}; `env`, `cwd`, `user` and `root` go to the guest as given. */
+export interface ExecOptions extends Pick<ExecRequest, "env" | "cwd" | "user" | "root"> {
   /**
    * The command's stdin (it gets /dev/null otherwise): bytes or UTF-8 text (sent with the
    * request up to {@link STDIN_WINDOW} bytes, streamed beyond), or a stream of chunks, sent as
@@ -118,24 +119,6 @@ export interface ExecOptions {
    * A stream that fails fails the exec (code "request") and kills the command.
    */
   stdin?: ExecStdin;
-  /**
-   * The command's whole environment, "NAME=value" each (default: the agent's: PATH and HOME).
-   * Nothing is merged in.
-   */
-  env?: readonly string[];
-  /** Working directory: absolute, inside `root` when given (default: `/`). */
-  cwd?: string;
-  /**
-   * Run as "name", "uid", "name:group" or "uid:gid" (default: root), looked up in the guest in
-   * `/etc/passwd` and `/etc/group` (of `root` when given): a name must be there (else the exec
-   * fails, code "remote"), a uid without a line gets gid 0. Supplementary groups are dropped.
-   */
-  user?: string;
-  /**
-   * A folder of the guest the command is chrooted into before anything else (e.g. what
-   * {@link AgentClient.mountImage} returns): it is the command's `/`.
-   */
-  root?: string;
   /**
    * Kill the command's process group after this long (default 60 000 ms). 0 = never: the call
    * then has no deadline, and the client pings the agent to tell a long command from a dead guest.

@@ -97,13 +97,23 @@ export interface ExecRequest {
   stdin?: Uint8Array;
   /** Stdin follows in stdin requests instead (then `stdin` must be empty). */
   stdinStream?: boolean;
-  /** The command's whole environment, "K=V" each (default: the agent's). */
+  /**
+   * The command's whole environment, "NAME=value" each (default: the agent's: PATH and HOME).
+   * Nothing is merged in.
+   */
   env?: readonly string[];
-  /** Working directory, absolute, inside `root` (default: the agent's, or `root` itself). */
+  /** Working directory: absolute, inside `root` when given (default: `/`). */
   cwd?: string;
-  /** "name", "uid", "name:group" or "uid:gid", resolved in the guest (default: root). */
+  /**
+   * Run as "name", "uid", "name:group" or "uid:gid" (default: root), looked up in the guest in
+   * `/etc/passwd` and `/etc/group` (of `root` when given): a name must be there (else the exec
+   * fails, code "remote"), a uid without a line gets gid 0. Supplementary groups are dropped.
+   */
   user?: string;
-  /** A folder of the guest to chroot into first (default: none). */
+  /**
+   * A folder of the guest the command is chrooted into before anything else (e.g. what
+   * `AgentClient.mountImage` returns): it is the command's `/`.
+   */
   root?: string;
   /** Kill the command's process group after this long; 0 = never. */
   timeoutMs?: number;
