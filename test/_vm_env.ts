@@ -148,3 +148,21 @@ export async function vmEnv(initial: Partial<ConfigValues> = {}): Promise<VmEnv>
   };
   return env;
 }
+
+/**
+ * The QEMU arguments of a bare guest for agent tests: the built guest `image` under TCG with
+ * 256 MiB and only the agent's virtio-serial port, its socket at `${dir}/agent.sock` (no
+ * vmfactory driver in between). Add what a test needs (QMP, serial, devices).
+ */
+export function bareAgentVmArgs(
+  image: { kernel: string; initrd: string; append: string },
+  dir: string,
+): string[] {
+  return [
+    ["-accel", "tcg", "-machine", "pc", "-nodefaults", "-no-user-config", "-display", "none"],
+    ["-m", "256", "-kernel", image.kernel, "-initrd", image.initrd, "-append", image.append],
+    ["-device", "virtio-serial-pci,id=vser0"],
+    ["-chardev", `socket,id=agent0,path=${dir}/agent.sock,server=on,wait=off`],
+    ["-device", "virtserialport,bus=vser0.0,chardev=agent0,name=org.vmfactory.agent"],
+  ].flat();
+}

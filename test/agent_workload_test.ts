@@ -19,7 +19,7 @@ import {
 } from "../lib/guest/agent_payload.ts";
 import { buildGuest } from "../lib/guest/build_guest.ts";
 import { QmpClient } from "../lib/qemu/qmp_client.ts";
-import { vmEnv } from "./_vm_env.ts";
+import { bareAgentVmArgs, vmEnv } from "./_vm_env.ts";
 
 const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -115,13 +115,12 @@ Deno.test("agent workloads: exec options, streamed stdin, backpressure, hot-plug
   );
   const qemu = new Deno.Command(DEFAULT_QEMU_PATH, {
     args: [
-      ["-accel", "tcg", "-machine", "pc", "-nodefaults", "-no-user-config", "-display", "none"],
-      ["-m", "256", "-kernel", image.kernel, "-initrd", image.initrd, "-append", image.append],
-      ["-device", "virtio-serial-pci,id=vser0"],
-      ["-chardev", `socket,id=agent0,path=${sock},server=on,wait=off`],
-      ["-device", "virtserialport,bus=vser0.0,chardev=agent0,name=org.vmfactory.agent"],
-      ["-qmp", `unix:${dir}/qmp.sock,server=on,wait=off`, "-serial", `file:${dir}/serial.log`],
-    ].flat(),
+      ...bareAgentVmArgs(image, dir),
+      "-qmp",
+      `unix:${dir}/qmp.sock,server=on,wait=off`,
+      "-serial",
+      `file:${dir}/serial.log`,
+    ],
     stdin: "null",
     stdout: "null",
     stderr: "piped",

@@ -15,6 +15,7 @@ import { AgentError } from "../lib/guest/agent_error.ts";
 import { encodeRequest, FrameDecoder, Op, Reply } from "../lib/guest/agent_frame.ts";
 import { encodeExec, encodePersonalize } from "../lib/guest/agent_payload.ts";
 import { buildGuest } from "../lib/guest/build_guest.ts";
+import { bareAgentVmArgs } from "./_vm_env.ts";
 import { availableModules } from "../lib/guest/module_deps.ts";
 
 const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
@@ -78,13 +79,12 @@ Deno.test("guest agent: boot, every operation, reconnect, garbage, idle cost", a
     const spawned = performance.now();
     qemu = new Deno.Command(DEFAULT_QEMU_PATH, {
       args: [
-        ["-accel", "tcg", "-machine", "pc", "-nodefaults", "-no-user-config", "-display", "none"],
-        ["-m", "256", "-kernel", image.kernel, "-initrd", image.initrd, "-append", image.append],
-        ["-device", "virtio-serial-pci,id=vser0"],
-        ["-chardev", `socket,id=agent0,path=${sock},server=on,wait=off`],
-        ["-device", "virtserialport,bus=vser0.0,chardev=agent0,name=org.vmfactory.agent"],
-        ["-device", `vmgenid,guid=${VMGENID}`, "-serial", `file:${dir}/serial.log`],
-      ].flat(),
+        ...bareAgentVmArgs(image, dir),
+        "-device",
+        `vmgenid,guid=${VMGENID}`,
+        "-serial",
+        `file:${dir}/serial.log`,
+      ],
       stdin: "null",
       stdout: "null",
       stderr: "piped",
