@@ -161,7 +161,7 @@ export class VmApiBackend implements ApiBackend {
   async health(): Promise<{ ok: boolean; [key: string]: unknown }> {
     const { factory, store, settings } = this.options;
     const pool = factory.kind === "template"
-      ? { pool: { ready: store.folders(["pooled"]).length, size: settings.poolSize } }
+      ? { pool: { ready: store.pooled().length, size: settings.poolSize } }
       : {};
     return { ok: true, source: factory.kind, vms: (await store.list()).length, ...pool };
   }

@@ -30,7 +30,7 @@ function backend(opts: { fail?: unknown; entries?: VmEntry[] } = {}) {
       removed.push(id);
       return Promise.resolve(true);
     },
-    folders: () => [{}, {}],
+    pooled: () => [{}, {}],
   } as unknown as VmStore;
   const settings = { poolSize: 2 } as Settings;
   return { api: new VmApiBackend({ factory, store, settings }), requests, removed };

@@ -21,11 +21,9 @@ export class ClonePool {
     this.#factory = new VmFactory(new TemplateSource(keeper, { pool: false }), { strict: true });
   }
 
-  /** Pooled clones (of `templateId`, or of any template). */
+  /** Pooled clones (of `templateId`, or of any template), from the store's pool index. */
   entries(templateId?: string): VmFolder[] {
-    return this.keeper.store.folders(["pooled"]).filter((f) =>
-      templateId === undefined || f.status?.templateId === templateId
-    );
+    return this.keeper.store.pooled(templateId);
   }
 
   /**

@@ -411,14 +411,7 @@ export class VmStore {
    * processes, never get the same folder. Reads only the folders the pool index lists.
    */
   async claim(templateId: string): Promise<PendingVm | undefined> {
-    for (const id of this.#indexed()) {
-      const paths = this.pathsOf(id);
-      const status = this.status(paths);
-      if (status?.state !== "pooled") {
-        this.#index(id, false); // claimed or removed meanwhile: a stale entry
-        continue;
-      }
-      const record = status.templateId === templateId ? this.record(paths) : undefined;
+    for (const { paths, record } of this.pooled(templateId)) {
       if (!record) continue;
       try {
         await this.move(paths, ["pooled"], { state: "building", owner: selfIdentity() });
@@ -431,6 +424,26 @@ export class VmStore {
       await pending.dispose(); // its QEMU died while pooled: drained, not handed out
     }
     return undefined;
+  }
+
+  /**
+   * The pooled folders (of `templateId`, or all) with their records, as the pool index lists
+   * them: only their state files are read, and an entry whose folder left `pooled` is dropped.
+   * A folder whose entry a crash lost shows again after the next {@link VmStore.reap}.
+   */
+  pooled(templateId?: string): VmFolder[] {
+    const out: VmFolder[] = [];
+    for (const id of this.#indexed()) {
+      const paths = this.pathsOf(id);
+      const status = this.status(paths);
+      if (status?.state !== "pooled") {
+        this.#index(id, false); // claimed or removed meanwhile: a stale entry
+        continue;
+      }
+      if (templateId !== undefined && status.templateId !== templateId) continue;
+      out.push({ paths, status, record: this.record(paths) });
+    }
+    return out;
   }
 
   /** Offers a cached VM of this server to a client (cached → offered). */
